@@ -1,0 +1,36 @@
+# SpecVision: `make demo` runs every stage end to end on a synthetic dataset made here (no network);
+# `make test` runs the test suite. Both create .venv and install the pinned set on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+DEMO   := data/demo_synth
+SHARED_REAL := ../shared/data/speech_commands_real
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,export,tensorboard]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m preprocess.synth --words yes no --per-word 400 --out $(DEMO) --seed 0
+	$(PY) -m preprocess --source folder --root $(DEMO) --out images
+	$(PY) -m train --images images --out models/demo
+	$(PY) -m train.evaluate --model models/demo/model.pt --images images/test
+	$(PY) -m train.predict --model models/demo/model.pt $(DEMO)/yes/$$(ls $(DEMO)/yes | head -n 1)
+	$(PY) -m train.report models/demo --out report/
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m preprocess --source folder --root $(SHARED_REAL) --out images_real
+	$(PY) -m preprocess.bench $(SHARED_REAL)
+	$(PY) -m train.bench --images images_real
+
+clean:
+	rm -rf images/train images/val images/test images/render.json images/manifest.csv models/demo report data

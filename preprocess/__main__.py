@@ -1,0 +1,3 @@
+from preprocess.prepare import main
+
+raise SystemExit(main())

@@ -1,0 +1,430 @@
+"""python -m preprocess: render every labelled clip once to a spectrogram PNG in class folders.
+
+    OUT/render.json                      the render settings (re-runs must use the same ones)
+    OUT/manifest.csv                     one row per clip: source, sha256, split, label, png, status, reason
+    OUT/<train|val|test>/<class>/<name>.png
+
+Re-runs are incremental: a clip whose audio bytes (SHA-256) and settings match its existing PNG is
+skipped, a changed clip is rendered again, PNGs whose clip is gone are deleted. The state is read
+from the manifest and, for PNGs newer than it (a killed run), from the PNGs' own metadata, so a run
+killed at any point and started again ends with a complete, correct OUT.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+import fcntl
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from preprocess import download, sources
+from preprocess.atomic import atomic_write_text
+from preprocess.render import (AudioError, RenderSettings, read_png_metadata, render_file, save_png,
+                               sha256_file, to_image)
+
+DEFAULT_OUT = "images"
+DEFAULT_WORDS = ["yes", "no"]          # speechcommands default; the folder source takes all classes
+DEFAULT_DATA_DIR = "data"              # where a downloaded Speech Commands copy is kept
+RENDER_JSON = "render.json"
+MANIFEST = "manifest.csv"
+MANIFEST_FIELDS = ("source", "sha256", "split", "label", "png", "status", "reason")
+LOCK_FILE = ".preprocess.lock"
+MAX_CHUNK = 32                          # clips per worker message: amortises pickling, keeps the bar moving
+
+
+class PrepareError(Exception):
+    """The run cannot start (bad options, output dir in use or rendered with other settings)."""
+
+
+# ---------------------------------------------------------------- command line
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = RenderSettings()
+    parser = argparse.ArgumentParser(
+        prog="python -m preprocess",
+        description="Render labelled audio clips once to spectrogram PNGs in "
+                    "OUT/<train|val|test>/<class>/, for training with torchvision ImageFolder.",
+        epilog="Re-runs are incremental (unchanged clips are skipped). Exit status: 0 when every clip "
+               "was rendered, 1 when some clips failed (the rest are still rendered; see the summary "
+               "and manifest.csv), 2 when the run could not start.")
+    src = parser.add_argument_group("source")
+    src.add_argument("--source", choices=("speechcommands", "folder"), default="speechcommands",
+                     help="speechcommands: Google Speech Commands (official split lists); folder: "
+                          "ROOT/<class>/*.{wav,flac,ogg,mp3}, or ROOT/<train|val|test>/<class>/* "
+                          "(default: %(default)s)")
+    src.add_argument("--root", type=Path, metavar="DIR",
+                     help="audio root. folder: required. speechcommands: an extracted copy (works offline); "
+                          "without it the official tarball is downloaded into --data-dir")
+    src.add_argument("--words", nargs="+", metavar="WORD",
+                     help="classes to use (speechcommands default: yes no; folder default: every class "
+                          "folder; folders starting with '_' are never classes)")
+    src.add_argument("--val-pct", type=float, default=10.0, metavar="PCT",
+                     help="folder source without train/val/test folders: percent of speakers for val "
+                          "(default: %(default)s)")
+    src.add_argument("--test-pct", type=float, default=10.0, metavar="PCT",
+                     help="likewise for test (default: %(default)s). The split is a hash of the speaker "
+                          "(file name before '_nohash_', else the stem): stable, speaker-disjoint")
+    src.add_argument("--version", choices=sorted(download.SPEECH_COMMANDS), default="v0.02",
+                     help="Speech Commands version: what to download, which words exist "
+                          "(default: %(default)s)")
+    src.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR), metavar="DIR",
+                     help="speechcommands download folder (default: %(default)s)")
+    src.add_argument("--url", help="download from this mirror instead of the official URL")
+    src.add_argument("--sha256", metavar="HEX",
+                     help="expected SHA-256 of the tarball (default: the official one)")
+    src.add_argument("--lists", type=Path, metavar="DIR",
+                     help="folder holding validation_list.txt and testing_list.txt (default: the root)")
+
+    rnd = parser.add_argument_group("rendering (stored in OUT/render.json)")
+    rnd.add_argument("--sample-rate", type=int, default=defaults.sample_rate,
+                     help="Hz; clips are resampled to it (default: %(default)s)")
+    rnd.add_argument("--duration", type=float, default=defaults.duration,
+                     help="seconds; shorter clips are centred in silence, longer ones cut to their loudest "
+                          "window (default: %(default)s)")
+    rnd.add_argument("--feature", choices=("spectrogram", "mel", "mfcc"), default=defaults.feature,
+                     help="default: %(default)s")
+    rnd.add_argument("--n-fft", type=int, default=defaults.n_fft, help="default: %(default)s")
+    rnd.add_argument("--hop-length", type=int, default=defaults.hop_length, help="default: %(default)s")
+    rnd.add_argument("--n-mels", type=int, default=defaults.n_mels,
+                     help="mel and mfcc (default: %(default)s)")
+    rnd.add_argument("--n-mfcc", type=int, default=defaults.n_mfcc, help="mfcc (default: %(default)s)")
+    rnd.add_argument("--db-min", type=float, help="level mapped to pixel 0 (default: per feature, fixed)")
+    rnd.add_argument("--db-max", type=float, help="level mapped to pixel 255 (default: per feature, fixed)")
+    rnd.add_argument("--colormap", choices=("viridis", "gray"), default=defaults.colormap,
+                     help="viridis: palette PNG read as RGB; gray: 1-channel PNG (default: %(default)s)")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), metavar="DIR",
+                     help="output folder (default: %(default)s)")
+    run.add_argument("--workers", type=int, default=available_cores(), metavar="N",
+                     help="parallel processes (default: all cores, %(default)s)")
+    run.add_argument("--force", action="store_true",
+                     help="delete OUT's images and rebuild, even if OUT was rendered with other settings")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def available_cores() -> int:
+    """Cores this process may use (a container or taskset may allow fewer than the machine has)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def settings_from_args(args: argparse.Namespace) -> RenderSettings:
+    return RenderSettings(sample_rate=args.sample_rate, duration=args.duration, feature=args.feature,
+                          n_fft=args.n_fft, hop_length=args.hop_length, n_mels=args.n_mels,
+                          n_mfcc=args.n_mfcc, db_min=args.db_min, db_max=args.db_max,
+                          colormap=args.colormap)
+
+
+def collect_clips(args: argparse.Namespace) -> tuple[list[sources.Clip], dict]:
+    """The clips to render and the render.json 'source' record."""
+    if args.source == "folder":
+        if args.root is None:
+            raise PrepareError("--source folder needs --root DIR")
+        clips = sources.folder_clips(args.root, args.words, args.val_pct, args.test_pct)
+        return clips, {"kind": "folder", "root": str(args.root.resolve())}
+    root = args.root
+    if root is None:
+        root = download.fetch_speech_commands(args.version, args.data_dir, url=args.url,
+                                              sha256=args.sha256, progress=not args.quiet)
+    clips = sources.speechcommands_clips(root, args.words or DEFAULT_WORDS, args.version, args.lists)
+    return clips, {"kind": "speechcommands", "root": str(Path(root).resolve())}
+
+
+# ---------------------------------------------------------------- output folder state
+
+def check_out_dir(out: Path, settings: RenderSettings, source: dict, force: bool) -> bool:
+    """Refuse an OUT rendered with other settings or from another source (unless --force, which wipes it).
+
+    Returns True when OUT's manifest belongs to these settings and may be trusted.
+    """
+    record_path = out / RENDER_JSON
+    if force and record_path.exists():  # only a folder this tool made: never wipe a stranger's train/
+        for split in sources.SPLITS:
+            shutil.rmtree(out / split, ignore_errors=True)
+        for name in (RENDER_JSON, MANIFEST):
+            (out / name).unlink(missing_ok=True)
+        return False
+    if not record_path.exists():
+        return False
+    try:
+        record = json.loads(record_path.read_text())
+        old = RenderSettings.from_dict(record["settings"])
+        old_source = record["source"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise PrepareError(f"{record_path}: unreadable ({err}); use --force to rebuild {out}") from None
+    if old.digest() != settings.digest():
+        changed = ", ".join(f"{k} {v!r} -> {settings.to_dict()[k]!r}"
+                            for k, v in old.to_dict().items() if settings.to_dict()[k] != v)
+        raise PrepareError(f"{out} holds images rendered with other settings ({changed}); "
+                           f"use another --out, or --force to delete them and rebuild")
+    if old_source != source:
+        raise PrepareError(f"{out} holds images of another source ({old_source['kind']} at "
+                           f"{old_source['root']}); use another --out, or --force to rebuild")
+    return True
+
+
+def read_manifest(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def existing_images(out: Path, settings_hash: str, manifest_trusted: bool) -> dict[str, tuple[str, str]]:
+    """png (relative to OUT) -> (source, sha256) for every PNG on disk rendered with these settings.
+
+    The manifest answers for PNGs not modified since it was written; newer PNGs (written by a run
+    that was killed before its manifest) and a missing manifest fall back to the PNG metadata.
+    """
+    on_disk = {p.relative_to(out).as_posix(): p
+               for split in sources.SPLITS if (out / split).is_dir()
+               for p in (out / split).rglob("*.png")}
+    known: dict[str, tuple[str, str]] = {}
+    manifest = out / MANIFEST
+    if manifest_trusted and manifest.is_file():
+        written = manifest.stat().st_mtime_ns
+        for row in read_manifest(manifest):
+            path = on_disk.get(row.get("png") or "")
+            if row.get("status") == "ok" and path is not None and path.stat().st_mtime_ns <= written:
+                known[row["png"]] = (row["source"], row["sha256"])
+    for rel, path in on_disk.items():
+        if rel in known:
+            continue
+        try:
+            meta = read_png_metadata(path)
+        except Exception:  # unreadable PNG: treated as absent, so it is rendered again or removed
+            continue
+        if meta.get("settings_hash") == settings_hash and "source" in meta and "sha256" in meta:
+            known[rel] = (meta["source"], meta["sha256"])
+    return known
+
+
+def png_paths(clips: list[sources.Clip]) -> tuple[list[str], list[str]]:
+    """OUT-relative PNG path per clip: `<split>/<label>/<stem>.png`.
+
+    Clips whose stems collide (a.wav and a.flac in one class) keep their extension instead
+    (`a.wav.png`, `a.flac.png`) so that neither overwrites the other; the collisions are reported.
+    """
+    def plain(c):
+        return f"{c.split}/{c.label}/{Path(c.source).stem}.png"
+    counts = collections.Counter(plain(c) for c in clips)
+    names, notes = [], []
+    for clip in clips:
+        name = plain(clip)
+        if counts[name] > 1:
+            notes.append(f"{clip.source}: name collision on {name}, written as {Path(clip.source).name}.png")
+            name = f"{clip.split}/{clip.label}/{Path(clip.source).name}.png"
+        names.append(name)
+    doubles = [name for name, k in collections.Counter(names).items() if k > 1]
+    if doubles:  # not possible with the layouts above; but never let one clip overwrite another
+        raise PrepareError(f"clips map to the same PNG: {doubles[:5]}")
+    return names, notes
+
+
+def made_here(png: Path) -> bool:
+    try:
+        return "settings_hash" in read_png_metadata(png)
+    except Exception:
+        return False
+
+
+def remove_stale(out: Path, keep: set[str], notes: list[str]) -> int:
+    """Delete our PNGs that no clip maps to any more, temp files of killed runs and then-empty folders.
+
+    PNGs without this tool's metadata are not ours: they are left alone and noted.
+    """
+    removed = 0
+    for split in sources.SPLITS:
+        base = out / split
+        if not base.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(base, topdown=False):
+            folder = Path(dirpath)
+            for name in filenames:
+                rel = (folder / name).relative_to(out).as_posix()
+                if name.endswith(".tmp") and name.startswith("."):
+                    (folder / name).unlink(missing_ok=True)
+                elif name.endswith(".png") and rel not in keep:
+                    if made_here(folder / name):
+                        (folder / name).unlink()
+                        removed += 1
+                    else:
+                        notes.append(f"{rel}: not made by preprocess, left alone")
+            if not any(folder.iterdir()):
+                folder.rmdir()  # ImageFolder refuses an empty class folder
+    return removed
+
+
+def plan_tasks(clips: list[sources.Clip], names: list[str], existing: dict[str, tuple[str, str]],
+               out: Path, settings: RenderSettings) -> list[tuple]:
+    """One render_task per clip, carrying the SHA-256 its existing PNG was rendered from (or '')."""
+    tasks, settings_hash = [], settings.digest()
+    for index, (clip, name) in enumerate(zip(clips, names)):
+        old_source, old_sha = existing.get(name, ("", ""))
+        metadata = {"source": clip.source, "label": clip.label, "split": clip.split,
+                    "settings_hash": settings_hash}
+        tasks.append((index, str(clip.path), str(out / name),
+                      old_sha if old_source == clip.source else "", metadata))
+    return tasks
+
+
+# ---------------------------------------------------------------- workers
+
+_settings: RenderSettings | None = None
+
+
+def _init_worker(settings: RenderSettings, in_pool: bool = False) -> None:
+    global _settings
+    _settings = settings
+    import torch
+    torch.set_num_threads(1)  # one process per core already; tiny FFTs lose with more threads
+    if in_pool:  # Ctrl-C is handled once, by the main process (it stops the pool)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def render_task(task: tuple[int, str, str, str, dict]) -> tuple[int, str, str, str]:
+    """(index, audio path, png path, previous sha256, metadata) -> (index, sha256, status, reason).
+
+    status: 'rendered', 'skipped' (PNG up to date) or 'failed' (reason says why; no PNG is left).
+    """
+    index, path, png, previous_sha, metadata = task
+    try:
+        sha = sha256_file(path)
+    except OSError as err:
+        return index, "", "failed", f"cannot read file ({err.strerror or err})"
+    if sha == previous_sha and os.path.exists(png):
+        return index, sha, "skipped", ""
+    try:
+        image = render_file(path, _settings)
+        save_png(image, png, {**metadata, "sha256": sha})
+        return index, sha, "rendered", ""
+    except AudioError as err:
+        reason = str(err).removeprefix(f"{path}: ")
+    except OSError as err:
+        reason = f"cannot write {png} ({err.strerror or err})"
+    except Exception as err:  # a decoder or transform error we did not foresee: report it, go on
+        reason = f"{type(err).__name__}: {err}"
+    Path(png).unlink(missing_ok=True)  # an old image of this clip would no longer match its audio
+    # the manifest names clips relative to the audio root, so that it reads the same on every machine
+    return index, sha, "failed", reason.replace(path, metadata["source"])
+
+
+def run_tasks(tasks: list, settings: RenderSettings, workers: int, quiet: bool):
+    """Yield render_task results, in a fork pool when workers > 1 (forked after imports: fast start)."""
+    bar = dict(total=len(tasks), unit="clip", desc="render", disable=quiet or not tasks,
+               mininterval=0.5, smoothing=0.1)
+    if workers <= 1 or len(tasks) < 2:
+        import torch
+        threads = torch.get_num_threads()
+        _init_worker(settings)
+        try:
+            yield from tqdm(map(render_task, tasks), **bar)
+        finally:
+            torch.set_num_threads(threads)
+        return
+    to_image(np.zeros((1, 1), np.uint8), settings)  # builds the colormap (numpy only) once, before the fork
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    chunk = max(1, min(MAX_CHUNK, len(tasks) // (workers * 8)))
+    with multiprocessing.get_context(method).Pool(workers, _init_worker, (settings, True)) as pool:
+        yield from tqdm(pool.imap_unordered(render_task, tasks, chunksize=chunk), **bar)
+
+
+# ---------------------------------------------------------------- summary
+
+def write_manifest(path: Path, rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def summary(out: Path, rows: list[dict], counts: collections.Counter, removed: int, notes: list[str],
+            seconds: float) -> str:
+    ok = [r for r in rows if r["status"] == "ok"]
+    labels = sorted({r["label"] for r in rows})
+    table = collections.Counter((r["split"], r["label"]) for r in ok)
+    width = max([5] + [len(label) for label in labels])
+    lines = [f"preprocess: {len(rows)} clips -> {out}: rendered {counts['rendered']}, "
+             f"up to date {counts['skipped']}, failed {counts['failed']}, stale PNGs removed {removed} "
+             f"({seconds:.1f} s)",
+             "  " + "split".ljust(6) + "".join(label.rjust(width + 1) for label in labels) + "total".rjust(7)]
+    for split in sources.SPLITS:
+        cells = [table[(split, label)] for label in labels]
+        lines.append("  " + split.ljust(6) + "".join(str(c).rjust(width + 1) for c in cells)
+                     + str(sum(cells)).rjust(7))
+    lines += [f"  note: {note}" for note in notes]
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:
+        lines.append(f"FAILED ({len(failed)}; listed in {out / MANIFEST}):")
+        lines += [f"  {r['source']}: {r['reason']}" for r in failed]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- main
+
+def prepare(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    try:
+        settings = settings_from_args(args)
+    except ValueError as err:
+        raise PrepareError(f"render settings: {err}") from None
+    clips, source = collect_clips(args)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK_FILE, "w") as lock:
+        try:
+            # lockf, not flock: a POSIX lock is not inherited by the forked workers, so a killed
+            # run never leaves the folder locked behind it
+            fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise PrepareError(f"{out}: another `python -m preprocess` is writing there") from None
+        manifest_trusted = check_out_dir(out, settings, source, args.force)
+        atomic_write_text(out / RENDER_JSON, json.dumps(
+            {"settings": settings.to_dict(), "settings_hash": settings.digest(), "source": source},
+            indent=2) + "\n")
+
+        names, notes = png_paths(clips)
+        tasks = plan_tasks(clips, names, existing_images(out, settings.digest(), manifest_trusted),
+                           out, settings)
+        rows: list[dict] = [{}] * len(clips)
+        counts: collections.Counter = collections.Counter()
+        for index, sha, status, reason in run_tasks(tasks, settings, args.workers, args.quiet):
+            clip = clips[index]
+            counts[status] += 1
+            rows[index] = {"source": clip.source, "sha256": sha, "split": clip.split, "label": clip.label,
+                           "png": names[index] if status != "failed" else "",
+                           "status": "failed" if status == "failed" else "ok", "reason": reason}
+        removed = remove_stale(out, {r["png"] for r in rows if r["status"] == "ok"}, notes)
+        write_manifest(out / MANIFEST, rows)
+    print(summary(out, rows, counts, removed, notes, time.perf_counter() - start))
+    return 1 if counts["failed"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        return prepare(args)
+    except (PrepareError, sources.SourceError, download.DownloadError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run again to finish (finished images are kept)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

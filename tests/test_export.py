@@ -1,0 +1,119 @@
+"""train.export: ONNX (checked with onnxruntime) and TorchScript match PyTorch within 1e-4."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torchvision import datasets, transforms
+
+from train import export, predict
+from train.checkpoint import atomic_torch_save, load_checkpoint, make_checkpoint
+from train.models import DEFAULT_ARCH, build_model
+
+torch.set_num_threads(1)
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def model_path(real_images, tmp_path_factory) -> Path:
+    """A real small model: a few AdamW steps on the rendered real clips' train split."""
+    torch.manual_seed(0)
+    data = datasets.ImageFolder(real_images / "train", transform=transforms.ToTensor())
+    loader = torch.utils.data.DataLoader(data, batch_size=32, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))
+    model = build_model(DEFAULT_ARCH, len(data.classes), tuple(data[0][0].shape))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _, (x, y) in zip(range(4), loader):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    render = json.loads((real_images / "render.json").read_text())["settings"]
+    path = tmp_path_factory.mktemp("export_model") / "model.pt"
+    ckpt = make_checkpoint(model.eval(), DEFAULT_ARCH, data.classes, data[0][0].shape, render)
+    atomic_torch_save(ckpt, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def real_batch(model_path, real_data) -> torch.Tensor:
+    """Spectrograms of real clips, rendered exactly as train.predict renders them."""
+    predictor = predict.Predictor(model_path)
+    clips = sorted((real_data / "yes").glob("*.wav"))[:3] + sorted((real_data / "no").glob("*.wav"))[:3]
+    return torch.stack([predictor.load(clip, 0.25)[0] for clip in clips])
+
+
+def pytorch_logits(model_path: Path, batch: torch.Tensor) -> np.ndarray:
+    predictor = predict.Predictor(model_path)
+    return predictor.logits(batch).numpy()
+
+
+def check_sidecar(json_path: Path, model_path: Path, fmt: str) -> None:
+    info = json.loads(json_path.read_text())
+    ckpt = load_checkpoint(model_path)
+    assert info["model_format"] == fmt and info["classes"] == ckpt["classes"]
+    assert info["input_size"] == ckpt["input_size"] and info["render"] == ckpt["render"]
+    assert info["input"]["name"] == "image" and info["output"]["name"] == "logits"
+    assert 0 <= info["max_abs_diff_vs_pytorch"] <= TOLERANCE
+
+
+def test_onnx_export_matches_pytorch(model_path, real_batch, tmp_path, capsys):
+    import onnx
+    import onnxruntime
+
+    out = tmp_path / "exported" / "net.onnx"
+    assert export.main(["--model", str(model_path), "--format", "onnx", "--out", str(out)]) == 0
+    assert "max |logit difference|" in capsys.readouterr().out
+    check_sidecar(tmp_path / "exported" / "net.onnx.json", model_path, "onnx")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["net.onnx", "net.onnx.json"]  # no temp files
+
+    proto = onnx.load(str(out))
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(props["specvision"])["classes"] == load_checkpoint(model_path)["classes"]
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    expected = pytorch_logits(model_path, real_batch)
+    got = session.run(["logits"], {"image": real_batch.numpy()})[0]
+    assert got.shape == expected.shape == (6, 2)
+    assert np.abs(got - expected).max() <= TOLERANCE
+    single = session.run(["logits"], {"image": real_batch[:1].numpy()})[0]  # dynamic batch axis
+    assert np.abs(single - expected[:1]).max() <= TOLERANCE
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_torchscript_export_matches_pytorch(model_path, real_batch, tmp_path, capsys):
+    assert export.main(["--model", str(model_path), "--format", "torchscript",
+                        "--out", str(tmp_path / "net.pt")]) == 0
+    check_sidecar(tmp_path / "net.pt.json", model_path, "torchscript")
+    extra = {"specvision.json": ""}
+    loaded = torch.jit.load(str(tmp_path / "net.pt"), _extra_files=extra)
+    assert json.loads(extra["specvision.json"])["render"] == load_checkpoint(model_path)["render"]
+    with torch.inference_mode():
+        got = loaded(real_batch).numpy()
+    assert np.abs(got - pytorch_logits(model_path, real_batch)).max() <= TOLERANCE
+
+
+def test_default_output_is_beside_the_model(model_path, tmp_path):
+    local = tmp_path / "models" / "demo" / "model.pt"
+    local.parent.mkdir(parents=True)
+    local.write_bytes(model_path.read_bytes())
+    assert export.main(["--model", str(local), "--format", "torchscript"]) == 0
+    assert (local.parent / "model.torchscript.pt").is_file()
+    assert (local.parent / "model.torchscript.pt.json").is_file()
+
+
+def test_bad_checkpoint_and_missing_onnxruntime_are_clear_errors(model_path, tmp_path, capsys, monkeypatch):
+    future = tmp_path / "future.pt"
+    atomic_torch_save({**load_checkpoint(model_path), "format_version": 99}, future)
+    assert export.main(["--model", str(future), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert str(future) in err and "format version 99" in err
+    assert not (tmp_path / "future.onnx").exists()
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the optional package were not installed
+    out = tmp_path / "net.onnx"
+    assert export.main(["--model", str(model_path), "--format", "onnx", "--out", str(out)]) == 2
+    assert "pip install" in capsys.readouterr().err
+    assert list(tmp_path.glob("net.onnx*")) == [] and list(tmp_path.glob(".net.onnx*")) == []

@@ -1,0 +1,167 @@
+"""The shared render path: decode, fit, features, fixed-range pixels, PNG files. Real audio, no mocks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torchvision.datasets.folder import default_loader
+from torchvision.transforms.functional import to_tensor
+
+from preprocess.render import (AudioError, RenderSettings, fit_length, image_to_tensor, load_audio,
+                               read_png_metadata, render_file, render_image, save_png, sha256_file)
+
+torch.set_num_threads(1)
+SR = 16000
+
+
+def tone(freq=1000.0, seconds=1.0, sr=SR, amplitude=0.5):
+    t = np.arange(int(round(seconds * sr))) / sr
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def brightest_row(image, settings):
+    levels = np.asarray(image)  # palette indices = 8-bit levels
+    return int(np.argmax(levels.mean(axis=1)))
+
+
+def row_of_hz(freq, settings):
+    """Image row of a frequency: low frequencies are at the bottom (last row)."""
+    height = settings.image_size[0]
+    return height - 1 - int(round(freq / (settings.sample_rate / settings.n_fft)))
+
+
+@pytest.mark.parametrize("kwargs", [
+    {}, {"feature": "mel"}, {"feature": "mfcc"}, {"colormap": "gray"},
+    {"duration": 0.5, "hop_length": 160, "n_fft": 512}, {"sample_rate": 8000, "feature": "mel", "n_mels": 32},
+])
+def test_image_size_is_a_function_of_the_settings(kwargs):
+    settings = RenderSettings(**kwargs)
+    for seconds in (0.2, 1.0, 2.7):  # any clip length gives the same size
+        image = render_image(tone(seconds=seconds, sr=settings.sample_rate), settings)
+        assert (image.height, image.width) == settings.image_size
+        assert image.mode == ("P" if settings.colormap == "viridis" else "L")
+        assert image_to_tensor(image, settings.channels).shape == (settings.channels, *settings.image_size)
+
+
+def test_default_image_matches_the_learning_module_size():
+    assert RenderSettings().image_size == (201, 81)
+
+
+def test_low_frequencies_at_the_bottom():
+    settings = RenderSettings()
+    low = render_image(tone(500), settings)
+    high = render_image(tone(4000), settings)
+    assert brightest_row(low, settings) == row_of_hz(500, settings)
+    assert brightest_row(high, settings) == row_of_hz(4000, settings)
+    assert brightest_row(low, settings) > brightest_row(high, settings)
+
+
+def test_fixed_db_range_keeps_loudness():
+    """Not per-image min/max: a quieter tone gives darker pixels, by ~ its dB difference."""
+    settings = RenderSettings()
+    row = row_of_hz(1000, settings)
+    loud = np.asarray(render_image(tone(amplitude=0.5), settings))[row].astype(float).mean()
+    quiet = np.asarray(render_image(tone(amplitude=0.05), settings))[row].astype(float).mean()
+    lo, hi = settings.pixel_range
+    expected_step = 20.0 * 255.0 / (hi - lo)  # 20 dB quieter
+    assert loud - quiet == pytest.approx(expected_step, abs=1.5)
+
+
+def test_digital_silence_is_finite_and_dark():
+    for feature in ("spectrogram", "mel", "mfcc"):
+        settings = RenderSettings(feature=feature)
+        image = render_image(np.zeros(SR, dtype=np.float32), settings)
+        tensor = image_to_tensor(image, settings.channels)
+        assert torch.isfinite(tensor).all()
+    levels = np.asarray(render_image(np.zeros(SR, dtype=np.float32), RenderSettings()))
+    assert levels.max() == 0  # below the fixed floor: the darkest colour everywhere
+
+
+def test_fit_length_pads_centred_and_keeps_the_loudest_window():
+    short = np.ones(100, dtype=np.float32)
+    padded = fit_length(short, 300)
+    assert len(padded) == 300 and padded[:100].sum() == 0 and padded[100:200].sum() == 100
+    long = np.zeros(1000, dtype=np.float32)
+    long[600:700] = 1.0
+    window = fit_length(long, 200)
+    assert len(window) == 200 and window.sum() == 100
+    assert np.array_equal(fit_length(long, 200), window)  # deterministic
+
+
+@pytest.mark.parametrize("subtype,sr,channels", [
+    ("PCM_16", 16000, 1), ("PCM_16", 16000, 2), ("PCM_U8", 16000, 1), ("PCM_24", 16000, 1),
+    ("FLOAT", 16000, 1), ("PCM_16", 8000, 1), ("PCM_16", 22050, 1), ("PCM_16", 44100, 2),
+    ("PCM_16", 48000, 1),
+])
+def test_wav_formats_and_rates_decode_to_the_same_tone(tmp_path, subtype, sr, channels):
+    settings = RenderSettings()
+    wave = tone(1000, sr=sr)
+    data = np.stack([wave] * channels, axis=1) if channels > 1 else wave
+    path = tmp_path / f"x_{subtype}_{sr}.wav"
+    sf.write(path, data, sr, subtype=subtype)
+    decoded = load_audio(path, settings)
+    assert decoded.dtype == np.float32 and abs(len(decoded) - SR) <= 1
+    image = render_file(path, settings)
+    row = row_of_hz(1000, settings)
+    assert brightest_row(image, settings) == row
+    reference = np.asarray(render_image(tone(1000), settings))[row].astype(float)
+    # same tone level (8-bit WAV adds a -48 dB noise floor elsewhere, so compare the tone's row)
+    assert np.asarray(image)[row].astype(float).mean() == pytest.approx(reference.mean(), abs=2)
+
+
+@pytest.mark.parametrize("name,content,reason", [
+    ("empty.wav", b"", "empty file"),
+    ("text.wav", b"this is not audio, just text\n" * 20, "cannot decode"),
+    ("garbage.wav", b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 4, "cannot decode"),
+])
+def test_undecodable_files_name_the_file_and_reason(tmp_path, name, content, reason):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(AudioError) as info:
+        render_file(path, RenderSettings())
+    assert str(path) in str(info.value) and reason in str(info.value)
+
+
+def test_nan_samples_are_refused(tmp_path):
+    wave = tone()
+    wave[100] = np.nan
+    path = tmp_path / "nan.wav"
+    sf.write(path, wave, SR, subtype="FLOAT")
+    with pytest.raises(AudioError, match="NaN"):
+        load_audio(path, RenderSettings())
+
+
+def test_png_is_deterministic_and_carries_metadata(tmp_path):
+    settings = RenderSettings()
+    meta = {"source": "yes/a_nohash_0.wav", "label": "yes", "split": "train",
+            "settings_hash": settings.digest()}
+    for name in ("a.png", "b.png"):
+        save_png(render_image(tone(), settings), tmp_path / name, meta)
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    assert read_png_metadata(tmp_path / "a.png") == meta
+    assert sha256_file(tmp_path / "a.png") == sha256_file(tmp_path / "b.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]  # no temp files left
+
+
+@pytest.mark.parametrize("colormap", ["viridis", "gray"])
+def test_image_to_tensor_equals_imagefolder_loading(tmp_path, colormap):
+    """What prediction feeds the model == what training reads from the PNG."""
+    settings = RenderSettings(colormap=colormap)
+    image = render_image(tone(700) + tone(3000, amplitude=0.1), settings)
+    save_png(image, tmp_path / "x.png")
+    loaded = default_loader(str(tmp_path / "x.png"))  # ImageFolder's loader: RGB
+    from_png = to_tensor(loaded if colormap == "viridis" else loaded.convert("L"))
+    assert torch.equal(image_to_tensor(image, settings.channels), from_png)
+
+
+def test_settings_validate_and_round_trip():
+    settings = RenderSettings(feature="mel", n_mels=40, db_min=-70.0)
+    assert RenderSettings.from_dict(settings.to_dict()) == settings
+    assert settings.digest() != RenderSettings().digest()
+    with pytest.raises(ValueError):
+        RenderSettings(feature="wavelet")
+    with pytest.raises(ValueError):
+        RenderSettings(db_min=10.0, db_max=0.0)
+    with pytest.raises(ValueError):
+        RenderSettings.from_dict({**settings.to_dict(), "bogus": 1})

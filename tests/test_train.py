@@ -1,0 +1,384 @@
+"""`python -m train`, train.evaluate, train.bench: real PNGs rendered from the shared real clips, real
+(tiny) trainings, real checkpoints, a real 2-process torchrun."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from conftest import REPO
+from preprocess.render import RenderSettings, image_to_tensor, read_png_metadata, render_file, save_png
+from train import bench, evaluate as evaluate_cli
+from train.checkpoint import load_checkpoint, load_model
+from train.data import (DataError, NoiseFloor, SpecAugment, SpectrogramFolder, build_datasets,
+                        read_render_info)
+from train.metrics import classification_report
+from train.models import ARCHITECTURES, DEFAULT_ARCH, PretrainedError, build_model, load_pretrained
+from train.train import STATE_FILE, Training, build_parser, main
+
+torch.set_num_threads(1)
+FAST = ["--no-progress", "--workers", "0", "--threads", "1"]
+
+
+def subset(real_images: Path, dest: Path, per_class: dict[str, int]) -> Path:
+    """The first N PNGs per class of each split of real_images, plus its render.json."""
+    for split, count in per_class.items():
+        for class_dir in sorted((real_images / split).iterdir()):
+            for png in sorted(class_dir.glob("*.png"))[:count]:
+                target = dest / split / class_dir.name / png.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(png, target)
+    shutil.copyfile(real_images / "render.json", dest / "render.json")
+    return dest
+
+
+@pytest.fixture(scope="module")
+def small_images(real_images, tmp_path_factory) -> Path:
+    """Tiny real set for plumbing tests: 12/6/6 images per class."""
+    return subset(real_images, tmp_path_factory.mktemp("small") / "images", {"train": 12, "val": 6, "test": 6})
+
+
+@pytest.fixture(scope="module")
+def trained(real_images, tmp_path_factory):
+    """The default arch trained 4 epochs on all real train images (unseen speakers in val/test)."""
+    out = tmp_path_factory.mktemp("trained") / "model"
+    code = main(["--images", str(real_images), "--out", str(out), "--epochs", "4", "--cache", *FAST])
+    assert code == 0
+    return out, json.loads((out / "metrics.json").read_text())
+
+
+def state_dicts_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------- data
+
+def test_training_input_is_exactly_what_predict_renders(real_images, real_data):
+    """A PNG as the trainer loads it (plain and cached) == image_to_tensor of the clip rendered afresh."""
+    info = read_render_info(real_images)
+    settings = RenderSettings.from_dict(info["settings"])
+    datasets = build_datasets(real_images, settings, cache=True, splits=("test",), progress=False)
+    plain = SpectrogramFolder(real_images / "test", settings.channels, settings.image_size)
+    for index in (0, len(plain) - 1):
+        path = plain.samples[index][0]
+        source = read_png_metadata(path)["source"]
+        expected = image_to_tensor(render_file(real_data / source, settings), settings.channels)
+        assert expected.shape == (3, *settings.image_size)
+        assert torch.equal(plain[index][0], expected)
+        assert torch.equal(datasets["test"][index][0], expected)
+        assert plain[index][1] == plain.class_to_idx[Path(path).parent.name]
+
+
+def test_augmentations_keep_shape_and_never_flip():
+    channels, height, width = 3, 20, 30
+    # Every pixel is unique: value = (row * width + column) / (height * width), the same in each channel.
+    index = torch.arange(height * width, dtype=torch.float32).view(1, height, width)
+    image = (index / (height * width)).expand(channels, -1, -1).contiguous()
+    original = image.clone()
+    shift_only = SpecAugment(max_shift=0.2, time_masks=0, freq_masks=0)
+    masks_only = SpecAugment(max_shift=0.0, time_masks=2, max_time_mask=0.2, freq_masks=2, max_freq_mask=0.2)
+    full = SpecAugment(max_shift=0.2, time_masks=2, max_time_mask=0.2, freq_masks=2, max_freq_mask=0.2)
+    shifts, masked_fraction = set(), []
+    for seed in range(100):
+        for augment in (shift_only, masks_only, full):
+            out = augment(image, torch.Generator().manual_seed(seed))
+            assert out.shape == image.shape and out.dtype == image.dtype
+            assert torch.equal(out, augment(image, torch.Generator().manual_seed(seed)))  # seeded
+        # Time shift: column j shows input column j - s (time runs forward, rows stay: no flip); the
+        # |s| columns entering at an edge are copies of the quietest (here: leftmost) columns.
+        out = shift_only(image, torch.Generator().manual_seed(seed))
+        pixel = (out[0] * height * width).round().long()
+        rows, columns = pixel // width, pixel % width
+        assert torch.equal(rows, torch.arange(height)[:, None].expand(-1, width))
+        assert (columns == columns[0]).all()  # a column moves as a whole
+        shift = next(s for s in range(-6, 7) if all(columns[0, j] == j - s
+                                                     for j in range(max(0, s), min(width, width + s))))
+        entering = [j for j in range(width) if not 0 <= j - shift < width]
+        assert len(entering) == abs(shift) and all(columns[0, j] < width // 4 for j in entering)
+        shifts.add(shift)
+        # Masks: whole-height time bands and whole-width frequency bands set to the image mean.
+        out = masks_only(image, torch.Generator().manual_seed(seed))
+        masked = (out != image).any(0)
+        assert torch.equal(out[:, masked], image.mean(dim=(1, 2))[:, None].expand(-1, int(masked.sum())))
+        full_columns, full_rows = masked.all(0), masked.all(1)
+        assert torch.equal(masked, full_columns[None, :] | full_rows[:, None])
+        masked_fraction.append(masked.float().mean().item())
+    assert torch.equal(image, original)  # the input is never modified in place
+    assert len(shifts) > 5 and max(masked_fraction) > 0.2 and min(masked_fraction) < max(masked_fraction)
+
+
+def test_noise_floor_mixes_in_decibels_and_stays_a_rendered_image(small_images):
+    settings = RenderSettings.from_dict(read_render_info(small_images)["settings"])
+    image = SpectrogramFolder(small_images / "train", 3, settings.image_size).load_tensor(0)
+    noise = NoiseFloor(settings, probability=1.0, floor_db=(-40.0, -40.0), tilt_db=0.0)
+    levels = noise.levels(image)
+    assert torch.equal(noise.image(levels), image)  # colours <-> levels is exact
+    out = noise(image, torch.Generator().manual_seed(0))
+    assert out.shape == image.shape
+    mixed = noise.levels(out)  # raises if a colour is not one of the colormap's
+    assert (mixed >= levels).all()  # adding power never makes a pixel quieter
+    quiet, loud = levels < 40, levels > 200  # below / far above the -40 dB floor (level ~85)
+    assert mixed[quiet].float().mean() > 70 and (mixed[loud] - levels[loud]).abs().max() <= 1
+    assert torch.equal(NoiseFloor(settings, probability=0.0)(image, torch.Generator()), image)
+    with pytest.raises(DataError, match="colours outside"):
+        noise.levels(torch.full_like(image, 0.5))
+    with pytest.raises(ValueError, match="mfcc"):
+        NoiseFloor(RenderSettings(feature="mfcc"))
+    gray = NoiseFloor(RenderSettings(colormap="gray"), probability=1.0)
+    gray_image = levels[None].float() / 255
+    assert (gray(gray_image, torch.Generator().manual_seed(0)) >= gray_image).all()
+
+
+def test_training_augmentation_is_seeded_by_epoch_and_index(small_images):
+    settings = RenderSettings.from_dict(read_render_info(small_images)["settings"])
+    train = build_datasets(small_images, settings, augment=SpecAugment(), progress=False)["train"]
+    train.epoch = 1
+    first = train[3][0]
+    assert torch.equal(first, train[3][0])
+    train.epoch = 2
+    assert not torch.equal(first, train[3][0])
+    assert first.shape == train.load_tensor(3).shape
+
+
+def test_bad_image_folders_are_clear_errors(small_images, tmp_path, capsys):
+    settings = RenderSettings.from_dict(read_render_info(small_images)["settings"])
+    broken = tmp_path / "images"
+    shutil.copytree(small_images, broken)
+    shutil.rmtree(broken / "val" / "yes")
+    with pytest.raises(DataError, match=r"val.*classes \['no'\] differ from train's \['no', 'yes'\]"):
+        build_datasets(broken, settings, progress=False)
+    assert main(["--images", str(broken), "--out", str(tmp_path / "m"), *FAST]) == 1
+    assert "every split needs the same class folders" in capsys.readouterr().err
+
+    (broken / "val" / "yes").mkdir()
+    with pytest.raises(DataError, match="no PNG images"):
+        build_datasets(broken, settings, progress=False)
+    (broken / "val" / "yes").rmdir()
+    shutil.rmtree(broken / "test")
+    with pytest.raises(DataError, match="test: no such folder"):
+        build_datasets(broken, settings, progress=False)
+
+    other = RenderSettings(n_fft=256)
+    with pytest.raises(DataError, match=r"\.png: image is 201x81 \(HxW\) but render.json settings give 129x81"):
+        build_datasets(small_images, other, progress=False)
+    (broken / "render.json").unlink()
+    with pytest.raises(DataError, match="render.json: missing"):
+        read_render_info(broken)
+
+
+def test_gray_images_are_one_channel(real_data, tmp_path):
+    """colormap gray -> 'L' PNGs -> 1-channel tensors; both archs accept them."""
+    settings = RenderSettings(colormap="gray")
+    images = tmp_path / "images"
+    for split in ("train", "val", "test"):
+        for label in ("yes", "no"):
+            for wav in sorted((real_data / label).glob("*.wav"))[:2]:
+                save_png(render_file(wav, settings), images / split / label / f"{wav.stem}.png")
+    (images / "render.json").write_text(json.dumps({"settings": settings.to_dict()}))
+    datasets = build_datasets(images, settings, progress=False)
+    tensor, _ = datasets["train"][0]
+    assert tensor.shape == (1, 201, 81)
+    with Image.open(datasets["train"].samples[0][0]) as png:
+        assert png.mode == "L"
+    for arch in ARCHITECTURES:
+        assert build_model(arch, 2, (1, 201, 81)).eval()(tensor[None]).shape == (1, 2)
+
+
+# ---------------------------------------------------------------- models and metrics
+
+def test_architectures_build_from_input_size():
+    assert DEFAULT_ARCH == "specresnet"
+    for size in ((3, 201, 81), (1, 64, 81), (3, 40, 32)):
+        for arch in ARCHITECTURES:
+            model = build_model(arch, 5, size).eval()
+            assert model(torch.rand(2, *size)).shape == (2, 5), (arch, size)
+    with pytest.raises(ValueError, match="at least 16x16"):
+        build_model("cnnet", 2, (3, 12, 12))
+    with pytest.raises(ValueError, match="unknown arch"):
+        build_model("vgg", 2, (3, 201, 81))
+    params = {arch: sum(p.numel() for p in build_model(arch, 2, (3, 201, 81)).parameters())
+              for arch in ("cnnet", DEFAULT_ARCH)}
+    assert params[DEFAULT_ARCH] < params["cnnet"] / 5
+
+
+def test_pretrained_weights_from_a_local_file(tmp_path):
+    torch.manual_seed(1)
+    imagenet_like = torchvision.models.resnet18(num_classes=1000).state_dict()
+    torch.save(imagenet_like, tmp_path / "resnet18.pth")
+    model = build_model("resnet18", 2, (3, 201, 81))
+    loaded = load_pretrained(model, "resnet18", str(tmp_path / "resnet18.pth"))
+    assert loaded == len(imagenet_like) - 2  # all but the 1000-class fc weight and bias
+    assert torch.equal(model.net.conv1.weight, imagenet_like["conv1.weight"])
+    assert model.net.fc.out_features == 2
+    with pytest.raises(PretrainedError, match="no such weights file"):
+        load_pretrained(model, "resnet18", str(tmp_path / "missing.pth"))
+    with pytest.raises(PretrainedError, match="do not fit mobilenet_v3_small"):
+        load_pretrained(build_model("mobilenet_v3_small", 2, (3, 201, 81)), "mobilenet_v3_small",
+                        str(tmp_path / "resnet18.pth"))
+    with pytest.raises(PretrainedError, match="torchvision archs"):
+        load_pretrained(build_model("specresnet", 2, (3, 201, 81)), "specresnet", "imagenet")
+
+
+def test_classification_report_rows_are_true_classes():
+    report = classification_report([0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 1, 1], ["a", "b", "c"])
+    assert report["confusion"] == [[2, 1, 0], [0, 2, 0], [0, 1, 0]]
+    assert report["accuracy"] == pytest.approx(4 / 6)
+    assert report["per_class"]["a"] == {"precision": 1.0, "recall": pytest.approx(2 / 3), "support": 3}
+    assert report["per_class"]["b"]["precision"] == pytest.approx(2 / 4)
+    assert report["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "support": 1}
+
+
+# ---------------------------------------------------------------- training
+
+@pytest.mark.slow
+def test_training_learns_and_writes_every_output(trained, real_images):
+    out, metrics = trained
+    epochs = metrics["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
+    assert max(e["train_acc"] for e in epochs) > 0.7
+    assert metrics["best_val_acc"] > 0.7 and metrics["test"]["accuracy"] > 0.7  # chance is ~0.5
+    assert metrics["arch"] == DEFAULT_ARCH and metrics["classes"] == ["no", "yes"]
+    assert metrics["images"] == str(real_images) and metrics["train_images_per_s"] > 0
+    assert set(epochs[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
+    test = metrics["test"]
+    assert set(test) == {"accuracy", "loss", "per_class", "confusion"}
+    test_pngs = sorted(p.relative_to(real_images).as_posix() for p in (real_images / "test").rglob("*.png"))
+    assert sorted(p["png"] for p in metrics["test_predictions"]) == test_pngs
+    assert sum(map(sum, test["confusion"])) == len(test_pngs)
+    assert test["accuracy"] == pytest.approx(
+        sum(p["label"] == p["predicted"] for p in metrics["test_predictions"]) / len(test_pngs))
+    for name in ("curves.png", "confusion.png"):
+        with Image.open(out / name) as picture:
+            assert picture.format == "PNG" and picture.width > 300
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.slow
+def test_checkpoint_round_trip_and_evaluate_match_the_trainer(trained, real_images, capsys):
+    out, metrics = trained
+    ckpt = load_checkpoint(out / "model.pt")
+    render = json.loads((real_images / "render.json").read_text())
+    assert ckpt["arch"] == DEFAULT_ARCH and ckpt["classes"] == ["no", "yes"]
+    assert ckpt["input_size"] == [3, 201, 81] and ckpt["render"] == render["settings"]
+    assert ckpt["metrics"]["test"]["accuracy"] == metrics["test"]["accuracy"]
+    assert ckpt["metrics"]["best_epoch"] == metrics["best_epoch"]
+
+    model, _, settings = load_model(out / "model.pt")
+    predictions = {p["png"]: p for p in metrics["test_predictions"]}
+    with torch.inference_mode():
+        for png in sorted(predictions)[:8]:
+            tensor = image_to_tensor(Image.open(real_images / png), settings.channels)
+            probabilities = model(tensor[None]).softmax(1)[0]
+            assert ckpt["classes"][int(probabilities.argmax())] == predictions[png]["predicted"]
+            assert float(probabilities.max()) == pytest.approx(predictions[png]["confidence"], abs=1e-5)
+
+    assert evaluate_cli.main(["--model", str(out / "model.pt"), "--images", str(real_images / "test"),
+                              "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result == {"accuracy": metrics["test"]["accuracy"], "classes": metrics["classes"],
+                      "per_class": metrics["test"]["per_class"], "confusion": metrics["test"]["confusion"]}
+    assert evaluate_cli.main(["--model", str(out / "model.pt"), "--images", str(real_images / "test")]) == 0
+    text = capsys.readouterr().out
+    assert f"accuracy {metrics['test']['accuracy']:.4f}" in text and "predicted" in text
+
+
+def test_evaluate_errors(small_images, tmp_path, capsys):
+    assert evaluate_cli.main(["--model", str(tmp_path / "none.pt"), "--images", str(small_images)]) == 1
+    assert "no such model file" in capsys.readouterr().err
+    model = build_model(DEFAULT_ARCH, 2, (3, 201, 81))
+    from train.checkpoint import atomic_torch_save, make_checkpoint
+    atomic_torch_save(make_checkpoint(model, DEFAULT_ARCH, ["no", "yes"], (3, 201, 81),
+                                      RenderSettings().to_dict()), tmp_path / "model.pt")
+    # images/ itself holds train/val/test folders, not classes
+    assert evaluate_cli.main(["--model", str(tmp_path / "model.pt"), "--images", str(small_images)]) == 1
+    assert "['test', 'train', 'val'] are not classes of this model" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_resume_continues_to_the_same_result(small_images, tmp_path):
+    flags = ["--images", str(small_images), "--epochs", "3", "--batch-size", "8", *FAST]
+    assert main([*flags, "--out", str(tmp_path / "straight"), "--tensorboard"]) == 0
+    assert list((tmp_path / "straight" / "tensorboard").glob("events.out.tfevents.*"))
+
+    # Run 1 epoch of the same 3-epoch run, then "crash" (drop it without finishing).
+    interrupted = Training(build_parser().parse_args([*flags, "--out", str(tmp_path / "resumed")]))
+    interrupted.run_epoch()
+    del interrupted
+    assert (tmp_path / "resumed" / STATE_FILE).is_file()
+    assert not (tmp_path / "resumed" / "metrics.json").exists()
+    # Resuming with a setting that changes the result is refused; with the same ones it finishes.
+    assert main([*flags, "--out", str(tmp_path / "resumed"), "--resume", "--lr", "0.01"]) == 1
+    assert main([*flags, "--out", str(tmp_path / "resumed"), "--resume", "--workers", "2"]) == 0
+
+    straight = load_checkpoint(tmp_path / "straight" / "model.pt")
+    resumed = load_checkpoint(tmp_path / "resumed" / "model.pt")
+    assert state_dicts_equal(straight["state_dict"], resumed["state_dict"])
+    a, b = (json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("straight", "resumed"))
+    for record in a["epochs"] + b["epochs"]:
+        record.pop("seconds")
+    assert a["epochs"] == b["epochs"] and a["test"] == b["test"]
+    assert a["test_predictions"] == b["test_predictions"]
+    state = torch.load(tmp_path / "resumed" / STATE_FILE, weights_only=True)
+    assert len(state["history"]) == 3
+
+
+def test_resume_without_state_and_pretrained_misuse_are_errors(small_images, tmp_path, capsys):
+    flags = ["--images", str(small_images), "--epochs", "1", *FAST]
+    assert main([*flags, "--out", str(tmp_path / "a"), "--resume"]) == 1
+    assert f"{STATE_FILE}: no saved training state" in capsys.readouterr().err
+    assert main([*flags, "--out", str(tmp_path / "b"), "--arch", "resnet18", "--pretrained",
+                 str(tmp_path / "resnet18.pth")]) == 1
+    assert "resnet18.pth: no such weights file" in capsys.readouterr().err
+    assert main([*flags, "--out", str(tmp_path / "c"), "--epochs", "0"]) == 2
+
+
+@pytest.mark.slow
+def test_torchrun_two_gloo_processes_write_one_checkpoint(small_images, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "train", "--images", str(small_images), "--out", str(out), "--epochs", "2",
+         "--batch-size", "8", "--device", "cpu", "--workers", "0", "--no-progress"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["model.pt", "metrics.json", "curves.png", "confusion.png", STATE_FILE])
+    assert result.stdout.count("test accuracy") == 1  # one summary: only rank 0 reports
+    assert "x2" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["epochs"]) == 2
+    model, ckpt, _ = load_model(out / "model.pt")
+    assert ckpt["metrics"]["test"]["accuracy"] == metrics["test"]["accuracy"]
+
+
+@pytest.mark.slow
+def test_bench_prints_one_json_line(small_images, capsys):
+    assert bench.main(["--images", str(small_images), "--epochs", "1", "--no-progress"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    result = json.loads(last)
+    assert result["cnnet"]["arch"] == "cnnet" and result["default"]["arch"] == DEFAULT_ARCH
+    for run in ("cnnet", "default"):
+        assert result[run]["train_img_per_s"] > 0 and 0 <= result[run]["test_acc"] <= 1
+        assert result[run]["test_images"] == 12
+    assert result["speedup"] == pytest.approx(
+        result["default"]["train_img_per_s"] / result["cnnet"]["train_img_per_s"], rel=0.02)
+
+
+def test_help_explains_the_clis(capsys):
+    from train import evaluate, train
+    for cli in (train.main, evaluate.main, bench.main):
+        with pytest.raises(SystemExit) as exit_info:
+            cli(["--help"])
+        assert exit_info.value.code == 0
+        text = capsys.readouterr().out
+        assert "--images" in text and "usage: python -m train" in text

@@ -1,0 +1,102 @@
+"""The model.pt format: everything needed to classify a new clip exactly as the training images were made.
+
+A checkpoint is a plain dict (safe for ``torch.load(weights_only=True)``):
+
+    format          "specvision-model"
+    format_version  FORMAT_VERSION
+    arch            name in train.models.ARCHITECTURES
+    classes         list of class names, index = output unit
+    input_size      [channels, height, width] of the images
+    render          preprocess.render.RenderSettings.to_dict() copied from images/render.json
+    state_dict      model weights
+    metrics         test accuracy etc. (free-form, JSON-compatible)
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from preprocess.atomic import atomic_writer
+from preprocess.render import RenderSettings
+from train.models import build_model
+
+FORMAT = "specvision-model"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(Exception):
+    """A model file that cannot be used; the message names the file and the reason."""
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """torch.save to a temp file beside `path`, then rename: a crash never leaves a torn checkpoint."""
+    with atomic_writer(path) as handle:
+        torch.save(obj, handle)
+
+
+def make_checkpoint(model: torch.nn.Module, arch: str, classes: list[str], input_size, render: dict,
+                    metrics: dict | None = None) -> dict:
+    state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": arch, "classes": list(classes),
+            "input_size": [int(x) for x in input_size], "render": dict(render), "state_dict": state,
+            "metrics": dict(metrics or {})}
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read and validate a model.pt; raises CheckpointError naming the file and what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such model file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle/zip errors come in many types
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a SpecVision model (missing format={FORMAT!r})")
+    if ckpt.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {ckpt.get('format_version')!r} is not "
+                              f"supported by this SpecVision (expects {FORMAT_VERSION}); retrain or upgrade")
+    missing = {"arch", "classes", "input_size", "render", "state_dict"} - set(ckpt)
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {sorted(missing)}")
+    try:
+        RenderSettings.from_dict(ckpt["render"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: render settings are incompatible with this version ({err})") from None
+    return ckpt
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """-> (model in eval mode on `device`, checkpoint dict, RenderSettings)."""
+    ckpt = load_checkpoint(path)
+    try:
+        model = build_model(ckpt["arch"], len(ckpt["classes"]), tuple(ckpt["input_size"]))
+        model.load_state_dict(ckpt["state_dict"])
+    except (ValueError, RuntimeError, KeyError) as err:
+        raise CheckpointError(f"{path}: weights do not fit arch {ckpt['arch']!r} ({err})") from None
+    return model.to(device).eval(), ckpt, RenderSettings.from_dict(ckpt["render"])
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare module inside DistributedDataParallel / torch.compile wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def load_train_state(path: str | os.PathLike, expected_format: str) -> dict:
+    """Read a training run's resume state (weights, optimizer, scheduler, history) with weights_only=True.
+
+    Added by the training stage for `python -m train --resume`; raises CheckpointError like load_checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no saved training state to resume from (train without --resume first)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle/zip errors come in many types
+        raise CheckpointError(f"{path}: not a readable training state ({err})") from None
+    if not isinstance(state, dict) or state.get("format") != expected_format:
+        raise CheckpointError(f"{path}: not a training state (missing format={expected_format!r})")
+    return state

@@ -1,0 +1,295 @@
+"""images/<split>/<class>/*.png -> tensors, exactly as predict will see a freshly rendered clip.
+
+The model input is ``preprocess.render.image_to_tensor`` of the PNG (uint8 / 255, CxHxW): no resize,
+no normalisation here (that lives inside the model, so a checkpoint is self-contained).
+Training-time augmentations act on that tensor and respect what a spectrogram is: x = time,
+y = frequency. Shifting in time and masking bands are label-preserving; flips are not (a flipped
+spectrogram is a different sound), so there are none.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torchvision.datasets import ImageFolder
+from torchvision.transforms.functional import pil_to_tensor
+from tqdm import tqdm
+
+from preprocess.render import RenderSettings, _colormap_lut, image_to_tensor
+
+SPLITS = ("train", "val", "test")
+RENDER_JSON = "render.json"
+
+# Augmentation strength (fractions of the image width/height; a 201x81 image is 81 frames of 12.5 ms).
+MAX_TIME_SHIFT = 0.25    # up to +-20 frames (250 ms): words are not always centred, and some real
+                         # recordings cut the word off at the clip's edge
+TIME_MASKS = 2           # SpecAugment: up to 2 masks of up to 10% of the frames each
+MAX_TIME_MASK = 0.10
+FREQ_MASKS = 2           # and up to 2 masks of up to 10% of the frequency rows each
+MAX_FREQ_MASK = 0.10
+NOISE_PROBABILITY = 0.0  # share of training images given a random noise floor: off, it did not
+                         # help on the real clips (README); --noise 0.5 turns it on
+NOISE_FLOOR_DB = (-70.0, -30.0)  # its level, uniform; clean clips sit near -70, noisy rooms near -40
+NOISE_TILT_DB = 10.0     # +- dB from the lowest to the highest row: white-ish to pink-ish noise
+
+
+class DataError(Exception):
+    """An images folder that cannot be trained on; the message names the path and the reason."""
+
+
+def read_render_info(images_dir: str | Path) -> dict:
+    """images/render.json -> its dict, with 'settings' validated by RenderSettings."""
+    path = Path(images_dir) / RENDER_JSON
+    if not path.is_file():
+        raise DataError(f"{path}: missing; it records how the PNGs were rendered so a new clip can be "
+                        f"rendered identically at prediction time (run `python -m preprocess` to make it)")
+    try:
+        info = json.loads(path.read_text())
+        RenderSettings.from_dict(info["settings"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: not a valid render.json ({err!r})") from None
+    return info
+
+
+def load_png(path: str, channels: int) -> Image.Image:
+    """ImageFolder loader: palette (viridis) PNGs -> RGB, gray -> L, like image_to_tensor."""
+    with open(path, "rb") as handle:
+        image = Image.open(handle)
+        return image.convert("RGB" if channels == 3 else "L")
+
+
+def is_png(path: str) -> bool:
+    return path.lower().endswith(".png") and not Path(path).name.startswith(".")  # not a save_png temp
+
+
+class SpectrogramFolder(ImageFolder):
+    """ImageFolder of spectrogram PNGs -> (float CxHxW in [0, 1], class index).
+
+    `cache` decodes every PNG once into one uint8 tensor (1/4 the RAM of floats; ~49 kB per 201x81
+    RGB image) so later epochs skip PNG decoding. `augment(tensor, generator)` is applied per sample
+    with a generator seeded from (seed, epoch, index): augmentations are reproducible whatever the
+    number of DataLoader workers or processes.
+    """
+
+    def __init__(self, root: str | Path, channels: int, image_size: tuple[int, int],
+                 augment=None, cache: bool = False, seed: int = 0, progress: bool = True):
+        root = Path(root)
+        if not root.is_dir():
+            raise DataError(f"{root}: no such folder (expected class folders of PNG images)")
+        try:
+            super().__init__(str(root), loader=functools.partial(load_png, channels=channels),
+                             is_valid_file=is_png)
+        except FileNotFoundError as err:  # ImageFolder's message for no classes / no images
+            raise DataError(f"{root}: no PNG images in class folders ({str(err).strip()})") from None
+        self.channels = channels
+        self.image_size = tuple(image_size)
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self._cache: torch.Tensor | None = None
+        self._check_size(self.samples[0][0])
+        if cache:
+            images = tqdm(self.samples, desc=f"cache {root.name}", unit="img", leave=False,
+                          disable=not progress)
+            self._cache = torch.stack([self._decode_uint8(path) for path, _ in images])
+
+    def _check_size(self, path: str) -> None:
+        with Image.open(path) as image:
+            width, height = image.size
+        if (height, width) != self.image_size:
+            raise DataError(f"{path}: image is {height}x{width} (HxW) but render.json settings give "
+                            f"{self.image_size[0]}x{self.image_size[1]}; re-render or use matching images")
+
+    def _decode_uint8(self, path: str) -> torch.Tensor:
+        tensor = pil_to_tensor(self.loader(path))
+        if tuple(tensor.shape[1:]) != self.image_size:
+            raise DataError(f"{path}: image is {tensor.shape[1]}x{tensor.shape[2]} (HxW), expected "
+                            f"{self.image_size[0]}x{self.image_size[1]} like the other images")
+        return tensor
+
+    def load_tensor(self, index: int) -> torch.Tensor:
+        """The un-augmented model input for sample `index`."""
+        if self._cache is not None:
+            return self._cache[index].float().div_(255.0)  # the same arithmetic as image_to_tensor
+        path = self.samples[index][0]
+        tensor = image_to_tensor(self.loader(path), self.channels)
+        if tuple(tensor.shape[1:]) != self.image_size:
+            raise DataError(f"{path}: image is {tensor.shape[1]}x{tensor.shape[2]} (HxW), expected "
+                            f"{self.image_size[0]}x{self.image_size[1]} like the other images")
+        return tensor
+
+    def __getitem__(self, index: int):
+        tensor = self.load_tensor(index)
+        if self.augment is not None:
+            generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, index))
+            tensor = self.augment(tensor, generator)
+        return tensor, self.targets[index]
+
+
+class Unaugmented(torch.utils.data.Dataset):
+    """The same images without augmentation (shares the cache)."""
+
+    def __init__(self, dataset: SpectrogramFolder):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return self.dataset.load_tensor(index), self.dataset.targets[index]
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    return (seed * 1_000_003 + epoch) * 10_000_019 + index
+
+
+class NoiseFloor:
+    """Add stationary background noise to a spectrogram image, in decibels, as the microphone would.
+
+    Real recordings differ most in their background: many speakers recorded in noisy rooms. Pixels
+    are levels of a fixed dB range (preprocess.render.to_levels), so an image can be turned back
+    into dB, mixed with noise by adding powers (10*log10(10^(a/10) + 10^(b/10))) and turned into
+    levels and colours again: the result is a spectrogram the renderer could have produced. The noise
+    is Gaussian noise's periodogram: a level with a random spectral tilt, times exponential
+    (chi-square, 2 degrees of freedom) fluctuations per pixel. Not for mfcc (not a dB image).
+    """
+
+    def __init__(self, settings: RenderSettings, probability: float = NOISE_PROBABILITY,
+                 floor_db: tuple[float, float] = NOISE_FLOOR_DB, tilt_db: float = NOISE_TILT_DB):
+        if settings.feature == "mfcc":
+            raise ValueError("noise mixing needs spectrogram or mel images (mfcc pixels are not dB)")
+        self.channels = settings.channels
+        self.db_min, self.db_max = settings.pixel_range
+        self.probability, self.floor_db, self.tilt_db = probability, floor_db, tilt_db
+        lut = _colormap_lut(settings.colormap)
+        self.palette = None if lut is None else torch.from_numpy(lut).float().div_(255.0)  # level -> RGB
+        if lut is not None:
+            # RGB -> level through a small perfect hash (key mod the first size without collisions):
+            # a searchsorted over the 256 colours costs ~3 ms per image, this ~0.2 ms.
+            keys = lut[:, 0].astype("int64") * 65536 + lut[:, 1].astype("int64") * 256 + lut[:, 2]
+            distinct = len(set(keys.tolist()))  # viridis has 2 pairs of equal neighbours in 8 bits
+            self.table_size = next(n for n in range(256, 1 << 20) if len(set((keys % n).tolist())) == distinct)
+            self.slot_key = torch.full((self.table_size,), -1, dtype=torch.int64)
+            self.slot_level = torch.zeros(self.table_size, dtype=torch.int64)
+            for level, key in enumerate(keys.tolist()):
+                self.slot_key[key % self.table_size] = key
+                self.slot_level[key % self.table_size] = level
+        # Signal power of each level, so the image -> power step is one gather.
+        self.level_power = 10.0 ** ((self.db_min + torch.arange(256.0) * (self.db_max - self.db_min) / 255.0) / 10.0)
+
+    def levels(self, image: torch.Tensor) -> torch.Tensor:
+        """float CxHxW image in [0, 1] -> HxW integer levels 0..255 (int64)."""
+        rgb = image.mul(255.0).round_().long()
+        if self.palette is None:
+            return rgb[0]
+        keys = rgb[0] * 65536 + rgb[1] * 256 + rgb[2]
+        slots = keys % self.table_size
+        if not torch.equal(self.slot_key[slots], keys):
+            raise DataError("image has colours outside the render settings' colormap; cannot mix noise "
+                            "(train with --no-augment or re-render the images)")
+        return self.slot_level[slots]
+
+    def image(self, levels: torch.Tensor) -> torch.Tensor:
+        """HxW levels -> float CxHxW in [0, 1], exactly as a rendered PNG loads."""
+        if self.palette is None:
+            return levels[None].float().div_(255.0)
+        return self.palette[levels].permute(2, 0, 1).contiguous()
+
+    def __call__(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if float(torch.rand((), generator=generator)) >= self.probability:
+            return image
+        height, width = image.shape[1:]
+        low, high = self.floor_db
+        floor = low + (high - low) * float(torch.rand((), generator=generator))
+        tilt = self.tilt_db * (2.0 * float(torch.rand((), generator=generator)) - 1.0)
+        # Rows run from high frequency (top) to low (bottom): a tilt of +t makes high rows louder.
+        row_power = 10.0 ** ((floor + tilt * torch.linspace(0.5, -0.5, height)[:, None]) / 10.0)
+        fluctuation = torch.rand(height, width, generator=generator).log_().neg_()  # Exp(1)
+        power = self.level_power[self.levels(image)] + row_power * fluctuation
+        span = self.db_max - self.db_min
+        levels = ((10.0 * torch.log10(power) - self.db_min) * (255.0 / span)).clamp_(0.0, 255.0)
+        return self.image(levels.add_(0.5).floor_().long())
+
+
+class SpecAugment:
+    """Background noise (optional), random time shift, SpecAugment time and frequency masks. Never flips.
+
+    The time shift moves the frames along x; the part pushed over one edge is dropped (a word cut off,
+    as in real clips) and the frames entering at the other edge are copies of the image's own quietest
+    frames, i.e. its background: every column stays a real frame of this recording.
+
+    Masks are filled with the image's per-channel mean (the SpecAugment paper's "mean value"), so a
+    masked band carries no information and adds no colour a spectrogram could not have on average.
+    """
+
+    def __init__(self, max_shift: float = MAX_TIME_SHIFT, time_masks: int = TIME_MASKS,
+                 max_time_mask: float = MAX_TIME_MASK, freq_masks: int = FREQ_MASKS,
+                 max_freq_mask: float = MAX_FREQ_MASK, noise: NoiseFloor | None = None):
+        self.max_shift = max_shift
+        self.time_masks, self.max_time_mask = time_masks, max_time_mask
+        self.freq_masks, self.max_freq_mask = freq_masks, max_freq_mask
+        self.noise = noise
+
+    def __call__(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        _, height, width = image.shape
+        if self.noise is not None:
+            image = self.noise(image, generator)
+        image = self._shift(image, int(self.max_shift * width), generator)
+        fill = image.mean(dim=(1, 2), keepdim=True)
+        for _ in range(self.time_masks):
+            self._mask(image, 2, int(self.max_time_mask * width), fill, generator)
+        for _ in range(self.freq_masks):
+            self._mask(image, 1, int(self.max_freq_mask * height), fill, generator)
+        return image
+
+    @staticmethod
+    def _shift(image: torch.Tensor, limit: int, generator: torch.Generator) -> torch.Tensor:
+        shift = int(torch.randint(-limit, limit + 1, (1,), generator=generator)) if limit > 0 else 0
+        if shift == 0:
+            return image.clone()
+        width = image.shape[2]
+        quietest = image.mean(dim=(0, 1)).argsort(stable=True)[:max(1, width // 4)]  # darkest = lowest level
+        picks = quietest[torch.randint(0, len(quietest), (abs(shift),), generator=generator)]
+        background = image[:, :, picks]
+        if shift > 0:
+            return torch.cat([background, image[:, :, :width - shift]], dim=2)
+        return torch.cat([image[:, :, -shift:], background], dim=2)
+
+    @staticmethod
+    def _mask(image: torch.Tensor, dim: int, max_size: int, fill: torch.Tensor,
+              generator: torch.Generator) -> None:
+        if max_size < 1:
+            return
+        size = int(torch.randint(0, max_size + 1, (1,), generator=generator))
+        start = int(torch.randint(0, image.shape[dim] - size + 1, (1,), generator=generator))
+        band = image.narrow(dim, start, size)
+        band.copy_(fill.expand_as(band))
+
+    def __repr__(self) -> str:
+        noise = (f"noise floor {self.noise.floor_db[0]:.0f}..{self.noise.floor_db[1]:.0f} dB on "
+                 f"{self.noise.probability:.0%}, " if self.noise is not None else "")
+        return (f"SpecAugment({noise}shift<={self.max_shift:.0%} of width, {self.time_masks} time masks "
+                f"<={self.max_time_mask:.0%}, {self.freq_masks} freq masks <={self.max_freq_mask:.0%})")
+
+
+def build_datasets(images_dir: str | Path, settings: RenderSettings, augment=None, cache: bool = False,
+                   seed: int = 0, progress: bool = True, splits=SPLITS) -> dict[str, SpectrogramFolder]:
+    """{split: SpectrogramFolder} with the same class list in every split (or a DataError)."""
+    images_dir = Path(images_dir)
+    datasets = {}
+    for split in splits:
+        datasets[split] = SpectrogramFolder(images_dir / split, settings.channels, settings.image_size,
+                                            augment=augment if split == "train" else None,
+                                            cache=cache, seed=seed, progress=progress)
+    classes = datasets[splits[0]].classes
+    if len(classes) < 2:
+        raise DataError(f"{images_dir / splits[0]}: found {len(classes)} class folder(s) {classes}; "
+                        f"a classifier needs at least 2")
+    for split, dataset in datasets.items():
+        if dataset.classes != classes:
+            raise DataError(f"{images_dir / split}: classes {dataset.classes} differ from "
+                            f"{splits[0]}'s {classes}; every split needs the same class folders")
+    return datasets

@@ -1,0 +1,248 @@
+"""Keyword spotting in a long recording: sliding windows -> smoothed posteriors -> detections.
+
+Offline version of TensorFlow's ``recognize_commands`` (posterior averaging, a threshold and a
+suppression period), with one addition for models that have no "silence" class:
+
+    starts   = window_starts(len(wave), window, hop)          # a model-sized window every hop
+    probs    = model(render(wave[s:s + window]) for s)         # done by train.predict (one render path)
+    levels   = frame_levels_db(wave, sr)                       # 25 ms frames every 10 ms, dBFS
+    frames   = active_frames(levels)                           # energy gate: frames above the local floor
+    active   = window_activity(frames, starts_s, window_s)     # windows holding a sound event
+    smoothed = smooth_posteriors(gate_posteriors(probs, active), span)  # centred moving average
+    events   = find_detections(starts_s, smoothed, classes, window_s, threshold, refractory_s,
+                               active, frames, levels)
+
+Why an energy gate: a yes/no model has no "silence" or "noise" output, so softmax over two classes
+happily says "yes 0.9" for a running tap. A window is only allowed to fire when it holds enough
+frames clearly louder (ACTIVITY_MARGIN_DB) than the noise floor both before and after them (a low
+percentile of frame levels over a second on each side). Steady noise (fans, hiss, taps, digital
+silence), and the moment such a noise switches on or off, never fires, whatever the model says; a
+word, louder than what surrounds it, does. Gated windows enter the posterior average as uniform
+("no evidence"), so a noise the model calls "yes" cannot leak into the word next to it. Loud
+non-speech bursts pass the gate and are left to the threshold: a model trained with a
+background/unknown class is the real fix for those.
+
+All functions are pure (numpy in, numpy/dataclasses out) so they are tested without a model.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+# ---------------------------------------------------------------- defaults (seconds, dB)
+DEFAULT_HOP_S = 0.25          # one window every 250 ms, as in the issue
+DEFAULT_SMOOTH_S = 0.75       # posterior averaging span (recognize_commands averages ~0.5-1 s)
+DEFAULT_THRESHOLD = 0.7       # smoothed confidence a label must reach (recognize_commands default 0.7)
+DEFAULT_REFRACTORY_S = 0.75   # words (middles) closer than this are one word: the stronger answer is kept
+FRAME_S = 0.025               # energy frames for the gate and for word boundaries
+FRAME_HOP_S = 0.010
+FLOOR_SPAN_S = 1.0            # noise floors are measured over this much audio before and after a frame
+FLOOR_PERCENTILE = 10.0       # ... as this low percentile of frame levels (robust to the word itself)
+FLOOR_STEP = 5                # frames between floor estimates
+MIN_FLOOR_FRAMES = 10         # fewer audible frames than this on a side: that side is silence
+ACTIVITY_MARGIN_DB = 10.0     # a frame is "active" this far above the local floor ...
+ABSOLUTE_FLOOR_DB = -65.0     # ... and above this level (dBFS; below it is silence whatever the floor)
+MIN_ACTIVE_S = 0.15           # a window needs this much active audio to be allowed to fire
+MAX_GAP_S = 0.15              # quieter gaps inside a word (a stop consonant) up to this long
+SILENCE_DB = -120.0           # level reported for digital silence (keeps log finite)
+
+
+@dataclasses.dataclass(frozen=True)
+class Detection:
+    label: str
+    confidence: float   # peak smoothed posterior of the label in its event
+    start: float        # seconds: first active frame of the word (window bounds if the gate is off)
+    end: float          # seconds: end of the last active frame
+    time: float         # seconds: the word's energy centre (middle of start-end without levels)
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "confidence": round(self.confidence, 6),
+                "start": round(self.start, 3), "end": round(self.end, 3), "time": round(self.time, 3)}
+
+
+# ---------------------------------------------------------------- windows
+
+def window_starts(num_samples: int, window: int, hop: int) -> np.ndarray:
+    """Sample offsets of windows every `hop` samples; the last one may run past the end (pad it)."""
+    if window <= 0 or hop <= 0:
+        raise ValueError("window and hop must be positive")
+    count = 1 if num_samples <= window else 1 + int(np.ceil((num_samples - window) / hop))
+    return np.arange(count, dtype=np.int64) * hop
+
+
+def pad_for_windows(wave: np.ndarray, starts: np.ndarray, window: int) -> np.ndarray:
+    """The waveform padded with silence so that every window is exactly `window` samples.
+
+    Windows are then ``padded[s:s + window]`` views: no copy of the (possibly hour-long) recording
+    per window.
+    """
+    needed = int(starts[-1]) + window
+    return np.pad(wave, (0, max(0, needed - len(wave)))).astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------- posteriors
+
+def smooth_posteriors(probs: np.ndarray, span: int) -> np.ndarray:
+    """Centred moving average over `span` windows (made odd); edges average what exists."""
+    probs = np.asarray(probs, dtype=np.float64)
+    half = max(0, int(span) // 2)
+    csum = np.concatenate([np.zeros((1, probs.shape[1])), np.cumsum(probs, axis=0)])
+    idx = np.arange(len(probs))
+    lo, hi = np.clip(idx - half, 0, len(probs)), np.clip(idx + half + 1, 0, len(probs))
+    return (csum[hi] - csum[lo]) / (hi - lo)[:, None]
+
+
+def gate_posteriors(probs: np.ndarray, window_active: np.ndarray) -> np.ndarray:
+    """Posteriors of windows with no sound event -> uniform ("no evidence"), before smoothing.
+
+    Without this, a window of pure noise that the model calls "yes 0.99" would leak into the
+    average of the word next to it and could flip its label.
+    """
+    probs = np.array(probs, dtype=np.float64)
+    probs[~np.asarray(window_active, bool)] = 1.0 / probs.shape[1]
+    return probs
+
+
+def span_windows(smooth_s: float, hop_s: float) -> int:
+    """Seconds of smoothing -> an odd number of windows (at least 1)."""
+    count = max(1, int(round(smooth_s / hop_s)))
+    return count if count % 2 else count + 1
+
+
+# ---------------------------------------------------------------- energy gate
+
+def frame_levels_db(wave: np.ndarray, sample_rate: int) -> np.ndarray:
+    """RMS level (dBFS) of FRAME_S frames every FRAME_HOP_S; frame k starts at k * FRAME_HOP_S."""
+    frame, hop = int(round(FRAME_S * sample_rate)), int(round(FRAME_HOP_S * sample_rate))
+    if len(wave) < frame:
+        wave = np.pad(wave, (0, frame - len(wave)))
+    energy = np.concatenate([[0.0], np.cumsum(np.asarray(wave, dtype=np.float64) ** 2)])
+    starts = np.arange(0, len(wave) - frame + 1, hop)
+    power = (energy[starts + frame] - energy[starts]) / frame
+    return np.maximum(10.0 * np.log10(np.maximum(power, 1e-30)), SILENCE_DB)
+
+
+def active_frames(levels_db: np.ndarray, margin_db: float = ACTIVITY_MARGIN_DB) -> np.ndarray:
+    """Frames that stand out from the noise on *both* sides of them (bool per frame).
+
+    The floor on each side is a low percentile of the FLOOR_SPAN_S of frame levels before (and
+    after) the frame; a frame is active when it is `margin_db` above the higher of the two. A word
+    is louder than what comes before and after it; a noise that switches on is louder than before
+    but not than after, so it never counts, however long it lasts. Frames below ABSOLUTE_FLOOR_DB
+    (digital silence) are left out of the floors, so silence next to a steady noise does not make
+    the noise look like an event. Floors are computed every FLOOR_STEP frames (cheap for long files).
+    """
+    levels_db = np.asarray(levels_db, dtype=np.float64)
+    n, span = len(levels_db), max(1, int(round(FLOOR_SPAN_S / FRAME_HOP_S)))
+    audible = np.where(levels_db > ABSOLUTE_FLOOR_DB, levels_db, np.nan)
+    padded = np.concatenate([np.full(span, np.nan), audible, np.full(span, np.nan)])
+    views = np.lib.stride_tricks.sliding_window_view(padded, span)  # views[k] = padded[k:k + span]
+    at = np.arange(0, n, FLOOR_STEP)
+    before, after = views[at + 1], views[at + span]  # frames (i - span, i] and [i, i + span)
+    floor = np.maximum(_low_percentile(before), _low_percentile(after))
+    floor = np.repeat(floor, FLOOR_STEP)[:n]
+    return levels_db >= np.maximum(floor + margin_db, ABSOLUTE_FLOOR_DB)
+
+
+def _low_percentile(rows: np.ndarray) -> np.ndarray:
+    """FLOOR_PERCENTILE of each row's finite values; ABSOLUTE_FLOOR_DB where too few are audible."""
+    count = np.isfinite(rows).sum(axis=1)
+    ordered = np.sort(rows, axis=1)  # NaN sorts last
+    k = np.minimum((count * FLOOR_PERCENTILE / 100.0).astype(np.int64), np.maximum(count - 1, 0))
+    value = ordered[np.arange(len(rows)), k]
+    return np.where(count >= MIN_FLOOR_FRAMES, value, ABSOLUTE_FLOOR_DB)
+
+
+def window_activity(active: np.ndarray, starts_s: np.ndarray, window_s: float) -> np.ndarray:
+    """True for windows holding at least MIN_ACTIVE_S of active frames (the others may not fire)."""
+    counts = np.concatenate([[0], np.cumsum(np.asarray(active, dtype=np.int64))])
+    first = np.clip(np.round(starts_s / FRAME_HOP_S).astype(np.int64), 0, len(active))
+    ends = np.round((starts_s + window_s - FRAME_S) / FRAME_HOP_S).astype(np.int64) + 1
+    last = np.clip(ends, 0, len(active))
+    return (counts[last] - counts[first]) * FRAME_HOP_S >= MIN_ACTIVE_S - 1e-9
+
+
+# ---------------------------------------------------------------- detections
+
+def find_detections(starts_s: np.ndarray, smoothed: np.ndarray, classes: list[str], window_s: float,
+                    threshold: float = DEFAULT_THRESHOLD, refractory_s: float = DEFAULT_REFRACTORY_S,
+                    window_active: np.ndarray | None = None, frames_active: np.ndarray | None = None,
+                    levels_db: np.ndarray | None = None) -> list[Detection]:
+    """One Detection per word.
+
+    An *event* is a run of consecutive windows whose top smoothed label is the same, at or above
+    `threshold`, and (if given) active. Its centre is the middle of the run: windows see a word from
+    both sides symmetrically, so that is where the word is; with `frames_active` the word's start
+    and end are then the sound event's active stretch there, and with `levels_db` its time is the
+    stretch's energy centre (else the middle of start-end). Events closer than `refractory_s`
+    (word middle to word middle) are one word, the model flipping labels on its edges: the one
+    with the higher confidence x share of the word inside its centre window is kept, so each word
+    is reported once, by the windows that saw it best (not by edge windows that were mostly noise).
+    """
+    smoothed = np.asarray(smoothed, dtype=np.float64)
+    n = len(starts_s)
+    ok = np.ones(n, bool) if window_active is None else np.asarray(window_active, bool)
+    top = smoothed.argmax(axis=1)
+    fires = ok & (smoothed[np.arange(n), top] >= threshold)
+    stretches = active_stretches(frames_active) if frames_active is not None else np.zeros((0, 2))
+    found: list[Detection] = []
+    scores: list[float] = []
+    i = 0
+    while i < n:
+        if not fires[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < n and fires[j + 1] and top[j + 1] == top[i]:
+            j += 1
+        label = int(top[i])
+        centre = float(starts_s[i] + starts_s[j]) / 2 + window_s / 2
+        confidence = float(smoothed[i:j + 1, label].max())
+        event = _word_bounds(classes[label], confidence, centre, window_s, stretches, levels_db)
+        seen = min(event.end, centre + window_s / 2) - max(event.start, centre - window_s / 2)
+        score = confidence * max(0.0, seen) / max(event.end - event.start, 1e-9)
+        if found and event.time - found[-1].time < refractory_s:
+            if score > scores[-1]:
+                found[-1], scores[-1] = event, score
+        else:
+            found.append(event)
+            scores.append(score)
+        i = j + 1
+    return found
+
+
+def _word_bounds(label: str, confidence: float, centre: float, window_s: float,
+                 stretches: np.ndarray, levels_db: np.ndarray | None = None) -> Detection:
+    """Start/end of the word: of the active stretches overlapping the window centred on the event,
+    the one that overlaps it most, whole (the event centre can sit off the word when a noise on one
+    side pulls the posteriors), at most one window either side of the centre. Without a gate (no
+    stretches) or nothing active there: that window. Time: the energy centre of start-end when
+    frame levels are given (a faint tail does not move it), else the middle."""
+    lo, hi = max(0.0, centre - window_s / 2), centre + window_s / 2
+    overlap = np.minimum(stretches[:, 1], hi) - np.maximum(stretches[:, 0], lo)
+    if len(overlap) and overlap.max() > 0:
+        start, end = stretches[int(np.argmax(overlap))]
+        lo, hi = max(float(start), centre - window_s), min(float(end), centre + window_s)
+    time = (lo + hi) / 2
+    if levels_db is not None:
+        first = int(np.ceil(lo / FRAME_HOP_S - 1e-9))
+        last = min(len(levels_db), int(np.floor((hi - FRAME_S) / FRAME_HOP_S + 1e-9)) + 1)
+        if last > first:
+            power = 10.0 ** (np.asarray(levels_db[first:last], dtype=np.float64) / 10.0)
+            times = np.arange(first, last) * FRAME_HOP_S + FRAME_S / 2
+            time = float((power * times).sum() / power.sum())
+    return Detection(label, confidence, lo, hi, time)
+
+
+def active_stretches(frames_active: np.ndarray, max_gap_s: float = MAX_GAP_S) -> np.ndarray:
+    """[[start_s, end_s], ...] of runs of active frames, runs closer than `max_gap_s` merged."""
+    edges = np.diff(np.concatenate([[0], np.asarray(frames_active, np.int8), [0]]))
+    first, last = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+    merged: list[list[float]] = []
+    for a, b in zip(first * FRAME_HOP_S, last * FRAME_HOP_S + FRAME_S):
+        if merged and a - merged[-1][1] <= max_gap_s:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return np.array(merged, dtype=np.float64).reshape(-1, 2)

@@ -1,0 +1,192 @@
+"""Export a trained model for use outside Python: ONNX or TorchScript, plus a JSON of what it expects.
+
+    python -m train.export --model models/demo/model.pt --format onnx         # -> model.onnx
+    python -m train.export --model models/demo/model.pt --format torchscript  # -> model.torchscript.pt
+
+The exported network takes what train.predict feeds the model: a float32 batch [N, C, H, W] of
+rendered spectrogram images scaled to [0, 1] (ToTensor() of the PNG; normalisation is inside the
+network), and returns logits [N, classes]. `<out>.json` beside it lists the classes, the input size
+and the render settings, which are all another program needs to render audio the same way
+(preprocess/render.py is the reference). Every export is checked against PyTorch on the same
+inputs (ONNX with onnxruntime) before it is moved into place; nothing half-written is left.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from preprocess.atomic import atomic_path, atomic_write_text
+from preprocess.render import image_to_tensor, render_image
+from train.checkpoint import CheckpointError, load_model
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+ONNX_OPSET = 17
+TOLERANCE = 1e-4          # max |exported - PyTorch| logit difference accepted
+RANDOM_CHECK_IMAGES = 4   # random [0, 1] images checked besides the rendered test signals
+SEED = 0
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+EXIT_OK, EXIT_MISMATCH, EXIT_UNUSABLE = 0, 1, 2
+
+
+class ExportError(Exception):
+    """An export that cannot be made (missing optional package, exporter failure); says why."""
+
+
+class ExportMismatch(ExportError):
+    """The exported network's outputs differ from PyTorch's on the same inputs."""
+
+
+# ---------------------------------------------------------------- check inputs
+
+def check_inputs(settings, channels: int) -> torch.Tensor:
+    """Images to compare exported and PyTorch outputs on: real renders of test signals (silence, a
+    tone, noise, a chirp) through the model's own render settings, plus random images."""
+    rate, n = settings.sample_rate, settings.num_samples
+    t = np.arange(n) / rate
+    rng = np.random.default_rng(SEED)
+    signals = [np.zeros(n), 0.3 * np.sin(2 * np.pi * 440 * t), 0.05 * rng.standard_normal(n),
+               0.3 * np.sin(2 * np.pi * (100 + 3000 * t / t[-1]) * t)]
+    rendered = [image_to_tensor(render_image(s.astype(np.float32), settings), channels) for s in signals]
+    generator = torch.Generator().manual_seed(SEED)
+    random = torch.rand((RANDOM_CHECK_IMAGES, *rendered[0].shape), generator=generator)
+    return torch.cat([torch.stack(rendered), random])
+
+
+def sidecar(ckpt: dict, settings, fmt: str, model_path: Path, max_diff: float) -> dict:
+    channels, height, width = ckpt["input_size"]
+    return {"format": "specvision-export", "model_format": fmt, "arch": ckpt["arch"],
+            "classes": list(ckpt["classes"]), "input_size": [channels, height, width],
+            "input": {"name": INPUT_NAME, "shape": ["N", channels, height, width], "dtype": "float32",
+                      "range": [0.0, 1.0], "meaning": "ToTensor() of the rendered spectrogram PNG "
+                      "(rows = frequency, low at the bottom; columns = time)"},
+            "output": {"name": OUTPUT_NAME, "shape": ["N", len(ckpt["classes"])],
+                       "meaning": "logits; softmax for confidences"},
+            "render": settings.to_dict(), "settings_hash": settings.digest(),
+            "source_checkpoint": str(model_path), "max_abs_diff_vs_pytorch": max_diff}
+
+
+# ---------------------------------------------------------------- exporters
+
+def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, metadata: dict) -> None:
+    try:
+        import onnx
+    except ImportError:
+        raise ExportError("ONNX export needs the `onnx` package: pip install 'specvision[export]' "
+                          "(or pip install onnx onnxruntime)") from None
+    with warnings.catch_warnings():
+        # dynamo=False: the TorchScript-based exporter needs no extra package (the dynamo one needs
+        # onnxscript) and handles these plain CNNs fully; torch >= 2.9 warns that it is legacy.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks: the input size is fixed
+        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=ONNX_OPSET,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    onnx.helper.set_model_props(proto, {"specvision": json.dumps(metadata, sort_keys=True)})
+    onnx.save(proto, str(path))
+
+
+def run_onnx(path: Path, batch: torch.Tensor) -> np.ndarray:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ExportError("checking the ONNX file needs `onnxruntime`: pip install 'specvision[export]' "
+                          "(or pip install onnxruntime)") from None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run([OUTPUT_NAME], {INPUT_NAME: batch.numpy()})[0]
+
+
+def export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path, metadata: dict) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch >= 2.9 marks torch.jit as deprecated
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks: the input size is fixed
+        traced = torch.jit.trace(model, example, check_trace=True)
+        extra = {"specvision.json": json.dumps(metadata, sort_keys=True)}  # readable with torch.jit.load
+        torch.jit.save(traced, str(path), _extra_files=extra)
+
+
+def run_torchscript(path: Path, batch: torch.Tensor) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        loaded = torch.jit.load(str(path), map_location="cpu")
+    with torch.inference_mode():
+        return loaded(batch).numpy()
+
+
+EXPORTERS = {"onnx": (export_onnx, run_onnx), "torchscript": (export_torchscript, run_torchscript)}
+
+
+def export(model_path: Path, fmt: str, out: Path | None = None) -> tuple[Path, Path, float]:
+    """Export, check against PyTorch, then move into place. -> (model file, JSON file, max |diff|)."""
+    model, ckpt, settings = load_model(model_path, "cpu")
+    out = Path(out) if out is not None else model_path.with_name(model_path.stem + FORMATS[fmt])
+    json_path = out.with_name(out.name + ".json")
+    channels = int(ckpt["input_size"][0])
+    batch = check_inputs(settings, channels)
+    if list(batch.shape[1:]) != [int(x) for x in ckpt["input_size"]]:
+        raise CheckpointError(f"{model_path}: input_size {ckpt['input_size']} does not match its render "
+                              f"settings ({list(batch.shape[1:])})")
+    with torch.inference_mode():
+        expected = model(batch).numpy()
+    exporter, runner = EXPORTERS[fmt]
+    metadata = sidecar(ckpt, settings, fmt, model_path, max_diff=float("nan"))
+    with atomic_path(out) as tmp:
+        exporter(model, batch[:1], tmp, metadata)
+        got = np.concatenate([runner(tmp, batch), runner(tmp, batch[:1])])  # also a batch of 1
+        want = np.concatenate([expected, expected[:1]])
+        max_diff = float(np.abs(got - want).max())
+        if not max_diff <= TOLERANCE:  # also catches NaN
+            raise ExportMismatch(f"{out}: exported {fmt} logits differ from PyTorch by {max_diff:.2e} "
+                                 f"(> {TOLERANCE:.0e}); not written")
+        metadata["max_abs_diff_vs_pytorch"] = max_diff
+        atomic_write_text(json_path, json.dumps(metadata, indent=2) + "\n")
+    return out, json_path, max_diff
+
+
+# ---------------------------------------------------------------- CLI
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m train.export",
+        description="Export a model trained by `python -m train` to ONNX or TorchScript. Input: float32 "
+                    "[N, C, H, W] rendered spectrogram images in [0, 1]; output: logits [N, classes]. "
+                    "Writes OUT and OUT.json (classes, input size, render settings) after checking the "
+                    f"export against PyTorch on the same inputs (max difference {TOLERANCE:g}).",
+        epilog="Exit status: 0 exported and checked, 1 the export does not match PyTorch, 2 the model or "
+               "an optional package (onnx, onnxruntime) is missing or unusable.")
+    parser.add_argument("--model", required=True, type=Path, help="models/NAME/model.pt")
+    parser.add_argument("--format", required=True, choices=sorted(FORMATS), help="onnx or torchscript")
+    parser.add_argument("--out", type=Path, help="output file (default: beside the model, model.onnx or "
+                                                 "model.torchscript.pt)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        out, json_path, max_diff = export(args.model, args.format, args.out)
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    except ExportMismatch as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_MISMATCH
+    except ExportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    print(f"exported {args.model} -> {out} ({args.format}) and {json_path}")
+    print(f"checked against PyTorch on {RANDOM_CHECK_IMAGES + 4} images (+ a batch of 1): "
+          f"max |logit difference| {max_diff:.2e} <= {TOLERANCE:g}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

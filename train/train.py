@@ -1,0 +1,569 @@
+"""Train a CNN on images/<train|val|test>/<class>/*.png (torchvision ImageFolder), like torchvision's
+references/classification/train.py: `train_one_epoch`, `evaluate`, `main`.
+
+    python -m train --images images --out models/NAME             # CPU, minutes for a few thousand images
+    torchrun --nproc-per-node 2 -m train --images images --out models/NAME   # DistributedDataParallel
+
+Selection (early stopping, best weights) uses images/val; images/test is scored once at the end.
+Writes models/NAME/model.pt (best on val), metrics.json, curves.png, confusion.png, and train_state.pt
+(everything `--resume` needs to continue an interrupted run to the same result as an uninterrupted one).
+
+Reproducibility: every random draw of epoch e is seeded from (--seed, e): shuffling, dropout and the
+per-sample augmentations, so a resumed run replays exactly what the uninterrupted run would have done.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+from tqdm import tqdm
+
+from preprocess.render import RenderSettings
+from train.checkpoint import CheckpointError, atomic_torch_save, load_train_state, make_checkpoint
+from train.data import (NOISE_PROBABILITY, DataError, NoiseFloor, SpecAugment, Unaugmented, build_datasets,
+                        read_render_info)
+from train.metrics import (classification_report, format_confusion, plot_confusion, plot_curves,
+                           write_json_atomic)
+from train.models import ARCHITECTURES, DEFAULT_ARCH, PretrainedError, build_model, load_pretrained
+
+# ---------------------------------------------------------------- configuration (each one is a flag)
+EPOCHS = 30               # upper bound; early stopping may end sooner
+PATIENCE = 10             # stop after this many epochs without a better validation score
+BATCH_SIZE = 64           # per process
+LR = 3e-3                 # peak learning rate of the one-cycle schedule
+WARMUP = 0.2              # fraction of the steps spent warming up to LR, then cosine decay
+WEIGHT_DECAY = 0.05       # AdamW, on conv/linear weights only (not on norms and biases)
+LABEL_SMOOTHING = 0.1
+SEED = 0
+GPU_WORKERS = 8           # DataLoader worker processes with CUDA; on the CPU decoding costs ~5% of a step
+                          # and extra processes only compete with torch's own threads, so 0 there
+BN_RECALIBRATION = 1024   # training images (un-augmented) that re-estimate BatchNorm statistics per epoch
+
+MODEL_FILE = "model.pt"
+STATE_FILE = "train_state.pt"
+STATE_FORMAT = "specvision-train-state"
+# What a resumed run must share with the interrupted one to reach the same result.
+RESUME_KEYS = ("arch", "epochs", "patience", "batch_size", "lr", "warmup", "weight_decay",
+               "label_smoothing", "seed", "augment", "noise", "bn_recalibration", "pretrained", "world_size")
+
+
+# ---------------------------------------------------------------- one epoch
+
+def train_one_epoch(model, loader, criterion, optimizer, scheduler, device, scaler=None, amp=False,
+                    desc="train", progress=True) -> dict:
+    """One pass over `loader`; -> {"loss", "acc", "images", "seconds"} summed over all processes."""
+    model.train()
+    start = time.perf_counter()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
+    bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress, dynamic_ncols=True)
+    for images, labels in bar:
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        with _autocast(device, amp):
+            logits = model(images)
+            loss = criterion(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach().double() * len(labels)
+        correct += (logits.argmax(1) == labels).sum()
+        seen += len(labels)
+        bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", refresh=False)
+    totals = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), dtype=torch.float64,
+                                                                    device=device)])
+    if _distributed():
+        dist.all_reduce(totals)
+    loss_total, correct_total, images_total = totals.tolist()
+    return {"loss": loss_total / images_total, "acc": correct_total / images_total,
+            "images": int(images_total), "seconds": time.perf_counter() - start}
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model, loader, device, amp=False) -> None:
+    """Re-estimate BatchNorm running statistics as exact averages over `loader` (weights unchanged).
+
+    With few steps per epoch and AdamW moving the weights fast, the default running averages
+    (momentum 0.1) trail the weights by several epochs and validation scores swing to chance;
+    "precise BN" makes evaluation use statistics of the current weights.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average
+    was_training = model.training
+    model.train()
+    for images, _ in loader:
+        with _autocast(device, amp):
+            model(images.to(device, non_blocking=True))
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    model.train(was_training)
+
+
+@torch.inference_mode()
+def evaluate(model, loader, criterion, device, amp=False, desc="eval", progress=True) -> dict:
+    """-> {"loss", "acc", "labels", "predictions", "confidences"} (lists in dataset order)."""
+    model.eval()
+    loss_sum, labels_all, predictions, confidences = 0.0, [], [], []
+    for images, labels in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress,
+                               dynamic_ncols=True):
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        with _autocast(device, amp):
+            logits = model(images)
+        loss_sum += criterion(logits.float(), labels).item() * len(labels)
+        probabilities = logits.float().softmax(1)
+        confidence, predicted = probabilities.max(1)
+        labels_all += labels.tolist()
+        predictions += predicted.tolist()
+        confidences += confidence.tolist()
+    count = max(len(labels_all), 1)
+    correct = sum(p == t for p, t in zip(predictions, labels_all))
+    return {"loss": loss_sum / count, "acc": correct / count, "labels": labels_all,
+            "predictions": predictions, "confidences": confidences}
+
+
+# ---------------------------------------------------------------- a whole run
+
+class Training:
+    """One training run, an epoch at a time (`main` loops over it; the benchmark interleaves two)."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.out = Path(args.out)
+        self.rank, self.world_size, local_rank = _setup_distributed(args.device)
+        self.is_main = self.rank == 0
+        self.progress = args.progress and self.is_main
+        self.device = _pick_device(args.device, local_rank)
+        self.amp = self.device.type == "cuda" if args.amp is None else (args.amp and self.device.type == "cuda")
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = False  # reproducible kernels over a few % of speed
+            torch.backends.cudnn.deterministic = True
+
+        self.render = read_render_info(args.images)
+        self.settings = RenderSettings.from_dict(self.render["settings"])
+        self.input_size = (self.settings.channels, *self.settings.image_size)
+        noise = None
+        if args.noise > 0 and self.settings.feature != "mfcc":  # mfcc pixels are not decibels
+            noise = NoiseFloor(self.settings, probability=args.noise)
+        augment = SpecAugment(noise=noise) if args.augment else None
+        self.datasets = build_datasets(args.images, self.settings, augment=augment, cache=args.cache,
+                                       seed=args.seed, progress=self.progress)
+        self.classes = self.datasets["train"].classes
+        self.train_loader, self.train_generator = self._train_loader()
+        self.val_loader = self._eval_loader("val")
+        self.calibration_loader = self._calibration_loader() if args.bn_recalibration else None
+
+        torch.manual_seed(args.seed)  # initial weights
+        model = build_model(args.arch, len(self.classes), self.input_size)
+        if args.pretrained:
+            load_pretrained(model, args.arch, args.pretrained)
+        self.model = model.to(self.device)
+        self.net = self.model
+        if self.world_size > 1:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+        self.optimizer = torch.optim.AdamW(_param_groups(self.model, args.weight_decay), lr=args.lr)
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=args.lr, total_steps=args.epochs * len(self.train_loader),
+            pct_start=args.warmup)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+
+        self.history: list[dict] = []
+        self.best = {"epoch": 0, "val_acc": -1.0, "val_loss": math.inf, "state_dict": None}
+        self.stale_epochs = 0
+        self.stopped_early = False
+        self.train_images = 0
+        self.train_seconds = 0.0
+        self.writer = None
+        if args.resume:
+            self._load_state()
+        if args.tensorboard and self.is_main:
+            self.writer = _tensorboard_writer(self.out / "tensorboard")
+
+    # ------------------------------------------------------------ loaders
+
+    def _train_loader(self):
+        dataset = self.datasets["train"]
+        generator = torch.Generator()
+        sampler = None
+        if self.world_size > 1:
+            sampler = DistributedSampler(dataset, num_replicas=self.world_size, rank=self.rank,
+                                         shuffle=True, seed=self.args.seed, drop_last=True)
+        per_process = len(sampler) if sampler is not None else len(dataset)
+        # A last batch of 1-2 images makes BatchNorm's batch statistics meaningless: drop it, unless
+        # it is the only one.
+        loader = DataLoader(dataset, batch_size=self.args.batch_size, shuffle=sampler is None,
+                            sampler=sampler, generator=generator, drop_last=per_process > self.args.batch_size,
+                            **self._loader_options())
+        return loader, generator
+
+    def _calibration_loader(self) -> DataLoader:
+        """A fixed random subset of the un-augmented training images (val/test images look like these)."""
+        dataset = self.datasets["train"]
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(self.args.seed))
+        subset = Subset(Unaugmented(dataset), order[:self.args.bn_recalibration].tolist())
+        return DataLoader(subset, batch_size=self.args.batch_size, shuffle=False,
+                          drop_last=len(subset) > self.args.batch_size, **self._loader_options())
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return DataLoader(self.datasets[split], batch_size=self.args.batch_size * 2, shuffle=False,
+                          **self._loader_options())
+
+    def _loader_options(self) -> dict:
+        workers = self.args.workers
+        if workers is None:
+            workers = min(GPU_WORKERS, os.cpu_count() or 1) if self.device.type == "cuda" else 0
+        return {"num_workers": workers, "pin_memory": self.device.type == "cuda",
+                "worker_init_fn": _seed_worker if workers else None,
+                "persistent_workers": False}  # fresh workers each epoch see the new epoch's seed
+
+    # ------------------------------------------------------------ epochs
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.history)
+
+    @property
+    def done(self) -> bool:
+        return self.stopped_early or self.epochs_done >= self.args.epochs
+
+    def run_epoch(self) -> dict:
+        """Train one epoch, validate, keep the best weights, save the resume state; -> the epoch record."""
+        epoch = self.epochs_done + 1
+        # Everything random in this epoch is a function of (seed, epoch): resume replays it exactly.
+        torch.manual_seed(self.args.seed * 1000 + epoch)
+        self.train_generator.manual_seed(self.args.seed * 1000 + epoch)
+        self.datasets["train"].epoch = epoch
+        if isinstance(self.train_loader.sampler, DistributedSampler):
+            self.train_loader.sampler.set_epoch(epoch)
+        lr = self.scheduler.get_last_lr()[0]
+        start = time.perf_counter()
+        train = train_one_epoch(self.net, self.train_loader, self.criterion, self.optimizer, self.scheduler,
+                                self.device, self.scaler, self.amp, desc=f"epoch {epoch}/{self.args.epochs}",
+                                progress=self.progress)
+        if self.calibration_loader is not None:
+            recalibrate_batchnorm(self.model, self.calibration_loader, self.device, self.amp)
+        self._sync_buffers()
+        val = evaluate(self.model, self.val_loader, self.criterion, self.device, self.amp,
+                       desc="val", progress=self.progress)
+        record = {"epoch": epoch, "train_loss": train["loss"], "train_acc": train["acc"],
+                  "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr,
+                  "seconds": time.perf_counter() - start}
+        self.history.append(record)
+        self.train_images += train["images"]
+        self.train_seconds += train["seconds"]
+
+        improved = (val["acc"], -val["loss"]) > (self.best["val_acc"], -self.best["val_loss"])
+        if improved:
+            self.best = {"epoch": epoch, "val_acc": val["acc"], "val_loss": val["loss"],
+                         "state_dict": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
+            self.stale_epochs = 0
+        else:
+            self.stale_epochs += 1
+        self.stopped_early = self.stale_epochs >= self.args.patience and epoch < self.args.epochs
+        if self.is_main:
+            if improved:
+                self._save_model({"best_epoch": epoch, "best_val_acc": val["acc"]})
+            self._save_state()
+            if self.writer is not None:
+                for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+                    self.writer.add_scalar(key.replace("_", "/", 1), record[key], epoch)
+                self.writer.flush()
+            _log(f"epoch {epoch:>3}/{self.args.epochs}  train loss {train['loss']:.4f} acc {train['acc']:.4f}"
+                 f"  | val loss {val['loss']:.4f} acc {val['acc']:.4f}  | lr {lr:.2e}  {record['seconds']:.1f} s"
+                 f"{'  *best' if improved else ''}")
+            if self.stopped_early:
+                _log(f"early stop: no better validation score in {self.args.patience} epochs")
+        return record
+
+    def finish(self) -> dict | None:
+        """Score the best weights on the test split; write model.pt, metrics.json and plots (rank 0)."""
+        if self.writer is not None:
+            self.writer.close()
+        metrics = None
+        if self.is_main:
+            self.model.load_state_dict(self.best["state_dict"])
+            test_loader = self._eval_loader("test")
+            test = evaluate(self.model, test_loader, self.criterion, self.device, self.amp,
+                            desc="test", progress=self.progress)
+            report = classification_report(test["labels"], test["predictions"], self.classes)
+            images_dir = Path(self.args.images)
+            metrics = {
+                "arch": self.args.arch, "classes": self.classes, "images": str(self.args.images),
+                "epochs": self.history, "best_epoch": self.best["epoch"], "best_val_acc": self.best["val_acc"],
+                "train_images_per_s": self.train_images / self.train_seconds if self.train_seconds else 0.0,
+                "test": {"accuracy": report["accuracy"], "loss": test["loss"],
+                         "per_class": report["per_class"], "confusion": report["confusion"]},
+                "test_predictions": [
+                    {"png": Path(os.path.relpath(path, images_dir)).as_posix(), "label": self.classes[label],
+                     "predicted": self.classes[predicted], "confidence": confidence}
+                    for (path, label), predicted, confidence in zip(
+                        self.datasets["test"].samples, test["predictions"], test["confidences"])],
+            }
+            self._save_model({k: v for k, v in metrics.items() if k not in ("epochs", "test_predictions")})
+            write_json_atomic(metrics, self.out / "metrics.json")
+            plot_curves(self.history, self.out / "curves.png")
+            plot_confusion(report["confusion"], self.classes, self.out / "confusion.png",
+                           title=f"{self.args.arch}: test accuracy {report['accuracy']:.3f}")
+        if self.world_size > 1:
+            dist.barrier()
+        return metrics
+
+    # ------------------------------------------------------------ files
+
+    def _save_model(self, metrics: dict) -> None:
+        state = self.best["state_dict"]
+        model = build_model(self.args.arch, len(self.classes), self.input_size)
+        model.load_state_dict(state)
+        atomic_torch_save(make_checkpoint(model, self.args.arch, self.classes, self.input_size,
+                                          self.render["settings"], metrics), self.out / MODEL_FILE)
+
+    def _resume_config(self) -> dict:
+        config = {key: getattr(self.args, key) for key in RESUME_KEYS if key != "world_size"}
+        config.update(world_size=self.world_size, classes=self.classes,
+                      settings_hash=RenderSettings.from_dict(self.render["settings"]).digest())
+        return config
+
+    def _save_state(self) -> None:
+        atomic_torch_save({
+            "format": STATE_FORMAT, "config": self._resume_config(), "history": self.history,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "best": self.best, "stale_epochs": self.stale_epochs, "stopped_early": self.stopped_early,
+            "train_images": self.train_images, "train_seconds": self.train_seconds,
+        }, self.out / STATE_FILE)
+
+    def _load_state(self) -> None:
+        path = self.out / STATE_FILE
+        state = load_train_state(path, STATE_FORMAT)
+        saved, now = state["config"], self._resume_config()
+        differing = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now if saved.get(k) != now[k]]
+        if differing:
+            raise CheckpointError(f"{path}: cannot resume with different settings ({'; '.join(differing)}); "
+                                  f"use the original flags or start afresh without --resume")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.history = state["history"]
+        self.best = state["best"]
+        self.stale_epochs = state["stale_epochs"]
+        self.stopped_early = state["stopped_early"]
+        self.train_images, self.train_seconds = state["train_images"], state["train_seconds"]
+        if self.is_main:
+            _log(f"resuming {path} after epoch {self.epochs_done} (best val acc {self.best['val_acc']:.4f} "
+                 f"at epoch {self.best['epoch']})")
+
+    def _sync_buffers(self) -> None:
+        """Give every process rank 0's BatchNorm statistics, so all validate (and stop) identically."""
+        if self.world_size > 1:
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer, 0)
+
+
+# ---------------------------------------------------------------- command line
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m train",
+        description="Train a CNN on spectrogram PNGs in IMAGES/{train,val,test}/<class>/ (torchvision "
+                    "ImageFolder). Picks the best epoch on val (early stopping), scores it on test and "
+                    "writes OUT/model.pt, metrics.json, curves.png, confusion.png. Under `torchrun "
+                    "--nproc-per-node N` it trains with DistributedDataParallel (NCCL on GPUs, gloo on CPU).",
+        epilog="Exit status: 0 on success, 1 for bad input (message names the file), 2 for bad options, "
+               "130 when interrupted (continue with --resume).")
+    parser.add_argument("--images", required=True, help="folder written by `python -m preprocess` "
+                        "(train/, val/, test/ and render.json)")
+    parser.add_argument("--out", required=True, help="output folder, e.g. models/NAME")
+    parser.add_argument("--arch", default=DEFAULT_ARCH, choices=sorted(ARCHITECTURES),
+                        help="network (default: %(default)s); cnnet is the learning module's baseline")
+    parser.add_argument("--pretrained", metavar="PATH|imagenet", default=None,
+                        help="start a torchvision arch (resnet18, mobilenet_v3_small) from ImageNet weights: "
+                             "a local .pth file, or 'imagenet' for torchvision's (torch hub cache or download)")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="maximum number of epochs (default: %(default)s)")
+    parser.add_argument("--patience", type=int, default=PATIENCE,
+                        help="early stopping: epochs without a better val accuracy, ties broken by val loss "
+                             "(default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help="images per step and process (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=LR,
+                        help="peak learning rate of AdamW's one-cycle schedule (default: %(default)s)")
+    parser.add_argument("--warmup", type=float, default=WARMUP,
+                        help="fraction of the steps warming up to --lr (default: %(default)s)")
+    parser.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY,
+                        help="AdamW weight decay (default: %(default)s)")
+    parser.add_argument("--label-smoothing", type=float, default=LABEL_SMOOTHING, help="(default: %(default)s)")
+    parser.add_argument("--no-augment", dest="augment", action="store_false",
+                        help="turn off the random time shift and SpecAugment masks on training images")
+    parser.add_argument("--noise", type=float, default=NOISE_PROBABILITY, metavar="P",
+                        help="share of training images mixed with a random background-noise floor, in dB "
+                             "(spectrogram and mel images; 0: off) (default: %(default)s)")
+    parser.add_argument("--bn-recalibration", type=int, default=BN_RECALIBRATION, metavar="N",
+                        help="before each validation, re-estimate BatchNorm statistics on N un-augmented "
+                             "training images; 0 keeps the running averages (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=SEED, help="seed of every random choice (default: %(default)s)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto: CUDA when available (default: %(default)s)")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                        help="mixed precision (default: on with CUDA; never on the CPU)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help=f"DataLoader worker processes (default: 0 on the CPU, up to {GPU_WORKERS} with CUDA)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads per process (default: torch's choice, one per core)")
+    parser.add_argument("--cache", action="store_true",
+                        help="decode every PNG once and keep it in RAM (uint8, ~49 kB per 201x81 image)")
+    parser.add_argument("--resume", action="store_true",
+                        help=f"continue the interrupted run in OUT from its {STATE_FILE}")
+    parser.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    for name in ("epochs", "batch_size", "patience"):
+        if getattr(args, name) < 1:
+            print(f"error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
+            return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    training = None
+    try:
+        training = Training(args)
+        if training.is_main:
+            _log(_describe(training))
+        while not training.done:
+            training.run_epoch()
+        metrics = training.finish()
+    except (DataError, CheckpointError, PretrainedError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        if training is not None and training.epochs_done and training.is_main:
+            print(f"\ninterrupted after epoch {training.epochs_done}: continue with the same command "
+                  f"plus --resume", file=sys.stderr)
+        return 130
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if metrics is not None:
+        print(summary(metrics, training))
+    return 0
+
+
+def summary(metrics: dict, training: Training) -> str:
+    test = metrics["test"]
+    classes = metrics["classes"]
+    width = max(len(c) for c in classes)
+    lines = [
+        "",
+        f"== {metrics['arch']} on {metrics['images']}  ({', '.join(f'{s} {len(d)}' for s, d in training.datasets.items())} images)",
+        f"epochs run {len(metrics['epochs'])}/{training.args.epochs}"
+        f"{' (early stop)' if training.stopped_early else ''}; best epoch {metrics['best_epoch']} "
+        f"val acc {metrics['best_val_acc']:.4f}",
+        f"training speed {metrics['train_images_per_s']:.0f} images/s on {training.device.type}"
+        f" x{training.world_size}; total {sum(e['seconds'] for e in metrics['epochs']):.0f} s",
+        f"test accuracy {test['accuracy']:.4f}  loss {test['loss']:.4f}",
+    ]
+    for name in classes:
+        scores = test["per_class"][name]
+        lines.append(f"  {name:>{width}}  precision {scores['precision']:.3f}  recall {scores['recall']:.3f}"
+                     f"  support {scores['support']}")
+    lines += ["confusion (rows true, columns predicted):", format_confusion(test["confusion"], classes),
+              f"wrote {training.out / MODEL_FILE}, metrics.json, curves.png, confusion.png"
+              f"{', tensorboard/' if training.args.tensorboard else ''} in {training.out}"]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- helpers
+
+def _describe(training: Training) -> str:
+    sizes = ", ".join(f"{split} {len(ds)}" for split, ds in training.datasets.items())
+    params = sum(p.numel() for p in training.model.parameters())
+    return (f"{training.args.arch} ({params / 1e3:.0f}k parameters) on {training.device}"
+            f"{f' x{training.world_size} processes' if training.world_size > 1 else ''}"
+            f"{' with AMP' if training.amp else ''}; classes {training.classes}; images {sizes}; "
+            f"input {list(training.input_size)}; "
+            f"augment {training.datasets['train'].augment if training.args.augment else 'off'}")
+
+
+def _log(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
+
+
+def _autocast(device: torch.device, amp: bool):
+    return torch.autocast(device_type="cuda", dtype=torch.float16) if amp and device.type == "cuda" else nullcontext()
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on conv/linear weights; none on biases and norm parameters (1-d tensors)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _seed_worker(worker_id: int) -> None:
+    """DataLoader seeds torch per worker; seed numpy and random from it too, for user transforms."""
+    import numpy as np
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _setup_distributed(device: str) -> tuple[int, int, int]:
+    """-> (rank, world_size, local_rank); starts the process group when launched by torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return 0, 1, 0
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if not _distributed():
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size(), local_rank
+
+
+def _pick_device(device: str, local_rank: int) -> torch.device:
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA GPU is available here (use --device cpu or auto)")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def _tensorboard_writer(path: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError("--tensorboard needs the tensorboard package (pip install tensorboard)") from None
+    return SummaryWriter(str(path))
