@@ -7,9 +7,9 @@ A "speaker" is one eSpeak voice setting: accent (language), voice variant (male/
 whisper/...), base pitch, pitch range and rate. Its name is the group id before `_nohash_`, so the
 folder source's speaker-hash split keeps every speaker on one side, and every speaker says every word
 TAKES_PER_SPEAKER times. Each take then varies on its own: a little pitch/rate/range jitter, the
-intonation of a statement/exclamation/question, where the word sits in the clip, a microphone-like
-EQ, a small room's reverb, the level, and background noise at a random SNR (the --noise-dir
-recordings, else generated white/pink/brown noise).
+intonation of a statement/exclamation/question, breathiness, where the word sits in the clip, a
+microphone-like EQ, a small room's reverb, the level, a non-speech burst (breath, click), and
+background noise at a random SNR (generated white/pink/brown noise, and the --noise-dir recordings).
 
 All randomness of a clip comes from a generator seeded by (--seed, word, clip index), and the engine's
 output depends only on its arguments, so the same arguments give byte-identical files whatever the
@@ -83,11 +83,11 @@ PEAK_EQ_HZ = (250.0, 5000.0)
 REVERB_PROBABILITY = 0.4
 RT60_S = (0.08, 0.5)         # small rooms: decay time to -60 dB
 REVERB_WET = (0.05, 0.5)     # reverberant over direct energy
-BREATH_PROBABILITY = 0.5      # aspiration noise riding on the voice (eSpeak's vowels are too clean)
-BREATH_DB = (-30.0, -12.0)    # its RMS re. the speech RMS
+BREATH_PROBABILITY = 0.5     # aspiration noise riding on the voice (eSpeak's vowels are too clean)
+BREATH_DB = (-30.0, -12.0)   # its RMS re. the speech RMS
 BREATH_HIGHPASS_HZ = 1500.0
-EVENT_PROBABILITY = 0.3       # one non-speech burst (breath, lip smack, click, bump) somewhere
-EVENT_DB = (-20.0, 0.0)       # its RMS re. the speech RMS
+EVENT_PROBABILITY = 0.3      # one non-speech burst (breath, lip smack, click, bump) somewhere
+EVENT_DB = (-20.0, 0.0)      # its RMS re. the speech RMS
 EVENT_MS = (15.0, 250.0)
 EVENT_BAND_HZ = (200.0, 7000.0)
 CHUNK = 16                   # clips per worker message

@@ -22,7 +22,8 @@ from train.data import (DataError, NoiseFloor, SpecAugment, SpectrogramFolder, b
                         read_render_info)
 from train.metrics import classification_report
 from train.models import ARCHITECTURES, DEFAULT_ARCH, PretrainedError, build_model, load_pretrained
-from train.train import STATE_FILE, Training, build_parser, main
+from train.train import (STATE_FILE, ExponentialMovingAverage, Training, build_parser, main,
+                         recalibrate_batchnorm)
 
 torch.set_num_threads(1)
 FAST = ["--no-progress", "--workers", "0", "--threads", "1"]
@@ -43,7 +44,8 @@ def subset(real_images: Path, dest: Path, per_class: dict[str, int]) -> Path:
 @pytest.fixture(scope="module")
 def small_images(real_images, tmp_path_factory) -> Path:
     """Tiny real set for plumbing tests: 12/6/6 images per class."""
-    return subset(real_images, tmp_path_factory.mktemp("small") / "images", {"train": 12, "val": 6, "test": 6})
+    return subset(real_images, tmp_path_factory.mktemp("small") / "images",
+                  {"train": 12, "val": 6, "test": 6})
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +169,8 @@ def test_bad_image_folders_are_clear_errors(small_images, tmp_path, capsys):
         build_datasets(broken, settings, progress=False)
 
     other = RenderSettings(n_fft=256)
-    with pytest.raises(DataError, match=r"\.png: image is 201x81 \(HxW\) but render.json settings give 129x81"):
+    with pytest.raises(DataError, match=r"\.png: image is 201x81 \(HxW\) but render.json settings give "
+                                        r"129x81"):
         build_datasets(small_images, other, progress=False)
     (broken / "render.json").unlink()
     with pytest.raises(DataError, match="render.json: missing"):
@@ -225,6 +228,34 @@ def test_pretrained_weights_from_a_local_file(tmp_path):
                         str(tmp_path / "resnet18.pth"))
     with pytest.raises(PretrainedError, match="torchvision archs"):
         load_pretrained(build_model("specresnet", 2, (3, 201, 81)), "specresnet", "imagenet")
+
+
+def test_weight_average_and_batchnorm_recalibration():
+    torch.manual_seed(0)
+    model = build_model(DEFAULT_ARCH, 2, (3, 40, 32))
+    ema = ExponentialMovingAverage(model, decay=0.5)
+    start = [p.detach().clone() for p in model.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update(model)  # first step: decay ramps up to min(0.5, 2/11)
+    for average, before in zip(ema.module.parameters(), start):
+        assert torch.allclose(average, before + 9 / 11)
+    assert not any(p.requires_grad for p in ema.module.parameters())
+
+    # Precise BN: after recalibration the running mean of the stem's BatchNorm is the exact average
+    # of its per-batch means over the loader (weights untouched).
+    batches = [(torch.rand(4, 3, 40, 32), torch.zeros(4, dtype=torch.long)) for _ in range(3)]
+    weights = {k: v.clone() for k, v in model.state_dict().items()
+               if "running" not in k and "num_batches" not in k}
+    model.eval()
+    recalibrate_batchnorm(model, batches, torch.device("cpu"))
+    stem_conv, stem_bn = model.stem[0], model.stem[1]
+    with torch.no_grad():
+        expected = torch.stack([stem_conv(x).mean(dim=(0, 2, 3)) for x, _ in batches]).mean(0)
+    assert torch.allclose(stem_bn.running_mean, expected, atol=1e-5)
+    assert stem_bn.momentum == 0.1 and not model.training
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
 
 
 def test_classification_report_rows_are_true_classes():

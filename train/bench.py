@@ -77,7 +77,8 @@ def main(argv=None) -> int:
                         help="torch CPU threads of each run (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     parser.add_argument("--out", default=None,
-                        help="keep both runs' outputs in OUT/cnnet and OUT/default (default: a temporary folder)")
+                        help="keep both runs' outputs in OUT/cnnet and OUT/default "
+                             "(default: a temporary folder)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -171,14 +171,16 @@ class NoiseFloor:
             # a searchsorted over the 256 colours costs ~3 ms per image, this ~0.2 ms.
             keys = lut[:, 0].astype("int64") * 65536 + lut[:, 1].astype("int64") * 256 + lut[:, 2]
             distinct = len(set(keys.tolist()))  # viridis has 2 pairs of equal neighbours in 8 bits
-            self.table_size = next(n for n in range(256, 1 << 20) if len(set((keys % n).tolist())) == distinct)
+            self.table_size = next(n for n in range(256, 1 << 20)
+                                   if len(set((keys % n).tolist())) == distinct)
             self.slot_key = torch.full((self.table_size,), -1, dtype=torch.int64)
             self.slot_level = torch.zeros(self.table_size, dtype=torch.int64)
             for level, key in enumerate(keys.tolist()):
                 self.slot_key[key % self.table_size] = key
                 self.slot_level[key % self.table_size] = level
         # Signal power of each level, so the image -> power step is one gather.
-        self.level_power = 10.0 ** ((self.db_min + torch.arange(256.0) * (self.db_max - self.db_min) / 255.0) / 10.0)
+        level_db = self.db_min + torch.arange(256.0) * ((self.db_max - self.db_min) / 255.0)
+        self.level_power = 10.0 ** (level_db / 10.0)
 
     def levels(self, image: torch.Tensor) -> torch.Tensor:
         """float CxHxW image in [0, 1] -> HxW integer levels 0..255 (int64)."""

@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true",
                         help='print one JSON object {"accuracy", "classes", "per_class", "confusion"}')
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="(default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="DataLoader worker processes (default: %(default)s)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: CUDA when available (default: %(default)s)")
     return parser
@@ -63,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = "cuda" if use_cuda else "cpu"
     try:
         if device == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda: no CUDA GPU is available here")

@@ -144,9 +144,8 @@ def load_pretrained(model: nn.Module, arch: str, source: str) -> int:
     The classifier layer (1000 ImageNet classes) is left at its fresh initialisation.
     """
     if not isinstance(model, TorchvisionNet):
-        raise PretrainedError(f"--pretrained works with the torchvision archs "
-                              f"{sorted(a for a, f in ARCHITECTURES.items() if f not in (CNNet, SpecResNet))}, "
-                              f"not {arch!r}")
+        torchvision_archs = sorted(a for a, f in ARCHITECTURES.items() if isinstance(f, functools.partial))
+        raise PretrainedError(f"--pretrained works with the torchvision archs {torchvision_archs}, not {arch!r}")
     if source == "imagenet":
         weights = torchvision.models.get_model_weights(model.name).DEFAULT
         try:

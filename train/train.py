@@ -14,6 +14,7 @@ per-sample augmentations, so a resumed run replays exactly what the uninterrupte
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 import random
@@ -39,6 +40,9 @@ from train.models import ARCHITECTURES, DEFAULT_ARCH, PretrainedError, build_mod
 # ---------------------------------------------------------------- configuration (each one is a flag)
 EPOCHS = 30               # upper bound; early stopping may end sooner
 PATIENCE = 10             # stop after this many epochs without a better validation score
+SELECT = "loss"           # "loss": lowest val loss is best; "acc": highest val accuracy, ties -> lower loss.
+                          # Accuracy on a small val set moves in whole-image steps and its maximum is
+                          # mostly luck (README); the loss weighs every image's confidence.
 BATCH_SIZE = 64           # per process
 LR = 3e-3                 # peak learning rate of the one-cycle schedule
 WARMUP = 0.2              # fraction of the steps spent warming up to LR, then cosine decay
@@ -48,20 +52,25 @@ SEED = 0
 GPU_WORKERS = 8           # DataLoader worker processes with CUDA; on the CPU decoding costs ~5% of a step
                           # and extra processes only compete with torch's own threads, so 0 there
 BN_RECALIBRATION = 1024   # training images (un-augmented) that re-estimate BatchNorm statistics per epoch
+EMA_EPOCHS = 2.0          # validate/keep an exponential moving average of the weights over ~2 epochs
 
 MODEL_FILE = "model.pt"
 STATE_FILE = "train_state.pt"
 STATE_FORMAT = "specvision-train-state"
 # What a resumed run must share with the interrupted one to reach the same result.
-RESUME_KEYS = ("arch", "epochs", "patience", "batch_size", "lr", "warmup", "weight_decay",
-               "label_smoothing", "seed", "augment", "noise", "bn_recalibration", "pretrained", "world_size")
+RESUME_KEYS = ("arch", "epochs", "patience", "select", "batch_size", "lr", "warmup", "weight_decay",
+               "label_smoothing", "seed", "augment", "noise", "ema", "bn_recalibration", "pretrained",
+               "world_size")
 
 
 # ---------------------------------------------------------------- one epoch
 
 def train_one_epoch(model, loader, criterion, optimizer, scheduler, device, scaler=None, amp=False,
-                    desc="train", progress=True) -> dict:
-    """One pass over `loader`; -> {"loss", "acc", "images", "seconds"} summed over all processes."""
+                    desc="train", progress=True, ema=None) -> dict:
+    """One pass over `loader`; -> {"loss", "acc", "images", "seconds"} summed over all processes.
+
+    `ema`: an ExponentialMovingAverage updated after every optimizer step.
+    """
     model.train()
     start = time.perf_counter()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -83,6 +92,8 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, device, scal
             loss.backward()
             optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update(model)
         loss_sum += loss.detach().double() * len(labels)
         correct += (logits.argmax(1) == labels).sum()
         seen += len(labels)
@@ -94,6 +105,40 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, device, scal
     loss_total, correct_total, images_total = totals.tolist()
     return {"loss": loss_total / images_total, "acc": correct_total / images_total,
             "images": int(images_total), "seconds": time.perf_counter() - start}
+
+
+class ExponentialMovingAverage:
+    """A copy of the model whose weights follow the trained ones with decay `decay` per step.
+
+    The average of the last ~1/(1-decay) steps is smoother than any single step's weights: its
+    validation score does not jump with the noise of the last batches, so selecting the best epoch
+    on a small validation set picks a genuinely good model (torchvision's reference: --model-ema).
+    Buffers (BatchNorm statistics) are copied, not averaged; they are re-estimated before validation.
+    The decay ramps up over the first steps so early averages are not dominated by the initial weights.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.module = copy.deepcopy(getattr(model, "module", model)).eval()
+        self.module.requires_grad_(False)
+        self.decay = decay
+        self.steps = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        model = getattr(model, "module", model)  # the bare model inside DistributedDataParallel
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        for average, current in zip(self.module.parameters(), model.parameters()):
+            average.lerp_(current.detach(), 1.0 - decay)
+        for average, current in zip(self.module.buffers(), model.buffers()):
+            average.copy_(current)
+
+    def state_dict(self) -> dict:
+        return {"module": self.module.state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["module"])
+        self.steps = state["steps"]
 
 
 @torch.no_grad()
@@ -156,7 +201,7 @@ class Training:
         self.is_main = self.rank == 0
         self.progress = args.progress and self.is_main
         self.device = _pick_device(args.device, local_rank)
-        self.amp = self.device.type == "cuda" if args.amp is None else (args.amp and self.device.type == "cuda")
+        self.amp = self.device.type == "cuda" and args.amp is not False  # default on with CUDA
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = False  # reproducible kernels over a few % of speed
             torch.backends.cudnn.deterministic = True
@@ -190,6 +235,12 @@ class Training:
             self.optimizer, max_lr=args.lr, total_steps=args.epochs * len(self.train_loader),
             pct_start=args.warmup)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.ema = None
+        if args.ema > 0:
+            decay = 1.0 - 1.0 / max(1.0, args.ema * len(self.train_loader))
+            self.ema = ExponentialMovingAverage(self.model, decay)
+        # The weights that are validated, kept as the best and saved: the average when there is one.
+        self.evaluated = self.ema.module if self.ema is not None else self.model
 
         self.history: list[dict] = []
         self.best = {"epoch": 0, "val_acc": -1.0, "val_loss": math.inf, "state_dict": None}
@@ -216,8 +267,8 @@ class Training:
         # A last batch of 1-2 images makes BatchNorm's batch statistics meaningless: drop it, unless
         # it is the only one.
         loader = DataLoader(dataset, batch_size=self.args.batch_size, shuffle=sampler is None,
-                            sampler=sampler, generator=generator, drop_last=per_process > self.args.batch_size,
-                            **self._loader_options())
+                            sampler=sampler, generator=generator,
+                            drop_last=per_process > self.args.batch_size, **self._loader_options())
         return loader, generator
 
     def _calibration_loader(self) -> DataLoader:
@@ -263,11 +314,11 @@ class Training:
         start = time.perf_counter()
         train = train_one_epoch(self.net, self.train_loader, self.criterion, self.optimizer, self.scheduler,
                                 self.device, self.scaler, self.amp, desc=f"epoch {epoch}/{self.args.epochs}",
-                                progress=self.progress)
+                                progress=self.progress, ema=self.ema)
         if self.calibration_loader is not None:
-            recalibrate_batchnorm(self.model, self.calibration_loader, self.device, self.amp)
+            recalibrate_batchnorm(self.evaluated, self.calibration_loader, self.device, self.amp)
         self._sync_buffers()
-        val = evaluate(self.model, self.val_loader, self.criterion, self.device, self.amp,
+        val = evaluate(self.evaluated, self.val_loader, self.criterion, self.device, self.amp,
                        desc="val", progress=self.progress)
         record = {"epoch": epoch, "train_loss": train["loss"], "train_acc": train["acc"],
                   "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr,
@@ -276,10 +327,14 @@ class Training:
         self.train_images += train["images"]
         self.train_seconds += train["seconds"]
 
-        improved = (val["acc"], -val["loss"]) > (self.best["val_acc"], -self.best["val_loss"])
+        if self.args.select == "acc":
+            improved = (val["acc"], -val["loss"]) > (self.best["val_acc"], -self.best["val_loss"])
+        else:
+            improved = val["loss"] < self.best["val_loss"]
         if improved:
             self.best = {"epoch": epoch, "val_acc": val["acc"], "val_loss": val["loss"],
-                         "state_dict": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
+                         "state_dict": {k: v.detach().cpu().clone()
+                                        for k, v in self.evaluated.state_dict().items()}}
             self.stale_epochs = 0
         else:
             self.stale_epochs += 1
@@ -293,10 +348,11 @@ class Training:
                     self.writer.add_scalar(key.replace("_", "/", 1), record[key], epoch)
                 self.writer.flush()
             _log(f"epoch {epoch:>3}/{self.args.epochs}  train loss {train['loss']:.4f} acc {train['acc']:.4f}"
-                 f"  | val loss {val['loss']:.4f} acc {val['acc']:.4f}  | lr {lr:.2e}  {record['seconds']:.1f} s"
+                 f"  | val loss {val['loss']:.4f} acc {val['acc']:.4f}  | lr {lr:.2e}"
+                 f"  {record['seconds']:.1f} s"
                  f"{'  *best' if improved else ''}")
             if self.stopped_early:
-                _log(f"early stop: no better validation score in {self.args.patience} epochs")
+                _log(f"early stop: no better validation {self.args.select} in {self.args.patience} epochs")
         return record
 
     def finish(self) -> dict | None:
@@ -313,7 +369,8 @@ class Training:
             images_dir = Path(self.args.images)
             metrics = {
                 "arch": self.args.arch, "classes": self.classes, "images": str(self.args.images),
-                "epochs": self.history, "best_epoch": self.best["epoch"], "best_val_acc": self.best["val_acc"],
+                "epochs": self.history, "best_epoch": self.best["epoch"],
+                "best_val_acc": self.best["val_acc"],
                 "train_images_per_s": self.train_images / self.train_seconds if self.train_seconds else 0.0,
                 "test": {"accuracy": report["accuracy"], "loss": test["loss"],
                          "per_class": report["per_class"], "confusion": report["confusion"]},
@@ -353,6 +410,7 @@ class Training:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
             "best": self.best, "stale_epochs": self.stale_epochs, "stopped_early": self.stopped_early,
             "train_images": self.train_images, "train_seconds": self.train_seconds,
         }, self.out / STATE_FILE)
@@ -370,6 +428,8 @@ class Training:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         self.history = state["history"]
         self.best = state["best"]
         self.stale_epochs = state["stale_epochs"]
@@ -382,7 +442,7 @@ class Training:
     def _sync_buffers(self) -> None:
         """Give every process rank 0's BatchNorm statistics, so all validate (and stop) identically."""
         if self.world_size > 1:
-            for buffer in self.model.buffers():
+            for buffer in self.evaluated.buffers():
                 dist.broadcast(buffer, 0)
 
 
@@ -404,10 +464,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="network (default: %(default)s); cnnet is the learning module's baseline")
     parser.add_argument("--pretrained", metavar="PATH|imagenet", default=None,
                         help="start a torchvision arch (resnet18, mobilenet_v3_small) from ImageNet weights: "
-                             "a local .pth file, or 'imagenet' for torchvision's (torch hub cache or download)")
-    parser.add_argument("--epochs", type=int, default=EPOCHS, help="maximum number of epochs (default: %(default)s)")
+                             "a local .pth file, or 'imagenet' for torchvision's (torch hub cache or "
+                             "download)")
+    parser.add_argument("--epochs", type=int, default=EPOCHS,
+                        help="maximum number of epochs (default: %(default)s)")
     parser.add_argument("--patience", type=int, default=PATIENCE,
-                        help="early stopping: epochs without a better val accuracy, ties broken by val loss "
+                        help="early stopping: epochs without a better validation score "
+                             "(default: %(default)s)")
+    parser.add_argument("--select", choices=("loss", "acc"), default=SELECT,
+                        help="validation score that picks the best epoch and drives early stopping: loss "
+                             "(lowest), or acc (highest accuracy, ties broken by loss) "
                              "(default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
                         help="images per step and process (default: %(default)s)")
@@ -417,22 +483,28 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fraction of the steps warming up to --lr (default: %(default)s)")
     parser.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY,
                         help="AdamW weight decay (default: %(default)s)")
-    parser.add_argument("--label-smoothing", type=float, default=LABEL_SMOOTHING, help="(default: %(default)s)")
+    parser.add_argument("--label-smoothing", type=float, default=LABEL_SMOOTHING,
+                        help="(default: %(default)s)")
     parser.add_argument("--no-augment", dest="augment", action="store_false",
                         help="turn off the random time shift and SpecAugment masks on training images")
     parser.add_argument("--noise", type=float, default=NOISE_PROBABILITY, metavar="P",
                         help="share of training images mixed with a random background-noise floor, in dB "
                              "(spectrogram and mel images; 0: off) (default: %(default)s)")
+    parser.add_argument("--ema", type=float, default=EMA_EPOCHS, metavar="EPOCHS",
+                        help="validate and keep an exponential moving average of the weights over about "
+                             "this many epochs; 0: the raw weights (default: %(default)s)")
     parser.add_argument("--bn-recalibration", type=int, default=BN_RECALIBRATION, metavar="N",
                         help="before each validation, re-estimate BatchNorm statistics on N un-augmented "
                              "training images; 0 keeps the running averages (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=SEED, help="seed of every random choice (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=SEED,
+                        help="seed of every random choice (default: %(default)s)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: CUDA when available (default: %(default)s)")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                         help="mixed precision (default: on with CUDA; never on the CPU)")
     parser.add_argument("--workers", type=int, default=None,
-                        help=f"DataLoader worker processes (default: 0 on the CPU, up to {GPU_WORKERS} with CUDA)")
+                        help=f"DataLoader worker processes (default: 0 on the CPU, up to {GPU_WORKERS} "
+                             f"with CUDA)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads per process (default: torch's choice, one per core)")
     parser.add_argument("--cache", action="store_true",
@@ -480,12 +552,14 @@ def summary(metrics: dict, training: Training) -> str:
     test = metrics["test"]
     classes = metrics["classes"]
     width = max(len(c) for c in classes)
+    sizes = ", ".join(f"{split} {len(dataset)}" for split, dataset in training.datasets.items())
     lines = [
         "",
-        f"== {metrics['arch']} on {metrics['images']}  ({', '.join(f'{s} {len(d)}' for s, d in training.datasets.items())} images)",
+        f"== {metrics['arch']} on {metrics['images']}  ({sizes} images)",
         f"epochs run {len(metrics['epochs'])}/{training.args.epochs}"
         f"{' (early stop)' if training.stopped_early else ''}; best epoch {metrics['best_epoch']} "
-        f"val acc {metrics['best_val_acc']:.4f}",
+        f"(by val {training.args.select}): val acc {metrics['best_val_acc']:.4f} "
+        f"loss {training.best['val_loss']:.4f}",
         f"training speed {metrics['train_images_per_s']:.0f} images/s on {training.device.type}"
         f" x{training.world_size}; total {sum(e['seconds'] for e in metrics['epochs']):.0f} s",
         f"test accuracy {test['accuracy']:.4f}  loss {test['loss']:.4f}",
@@ -517,7 +591,9 @@ def _log(message: str) -> None:
 
 
 def _autocast(device: torch.device, amp: bool):
-    return torch.autocast(device_type="cuda", dtype=torch.float16) if amp and device.type == "cuda" else nullcontext()
+    if amp and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    return nullcontext()
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
