@@ -1,4 +1,4 @@
-"""Network architectures, built from (arch, num_classes, input_size) alone so a checkpoint can rebuild them."""
+"""Network architectures, built from (arch, num_classes, input_size) so a checkpoint can rebuild them."""
 from __future__ import annotations
 
 import functools
