@@ -44,17 +44,23 @@ def make_checkpoint(model: torch.nn.Module, arch: str, classes: list[str], input
             "metrics": dict(metrics or {})}
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read and validate a model.pt; raises CheckpointError naming the file and what is wrong."""
+def _load_format(path: str | os.PathLike, expected_format: str, what: str, missing: str) -> dict:
+    """torch.load(weights_only=True) a dict tagged format=expected_format, or raise CheckpointError."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such model file")
+        raise CheckpointError(f"{path}: {missing}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle/zip errors come in many types
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a SpecVision model (missing format={FORMAT!r})")
+    if not isinstance(data, dict) or data.get("format") != expected_format:
+        raise CheckpointError(f"{path}: not a {what} (missing format={expected_format!r})")
+    return data
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read and validate a model.pt; raises CheckpointError naming the file and what is wrong."""
+    ckpt = _load_format(path, FORMAT, "SpecVision model", "no such model file")
     if ckpt.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {ckpt.get('format_version')!r} is not "
                               f"supported by this SpecVision (expects {FORMAT_VERSION}); retrain or upgrade")
@@ -86,17 +92,6 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def load_train_state(path: str | os.PathLike, expected_format: str) -> dict:
-    """Read a training run's resume state (weights, optimizer, scheduler, history) with weights_only=True.
-
-    Added by the training stage for `python -m train --resume`; raises CheckpointError like load_checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no saved training state to resume from (train without --resume first)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle/zip errors come in many types
-        raise CheckpointError(f"{path}: not a readable training state ({err})") from None
-    if not isinstance(state, dict) or state.get("format") != expected_format:
-        raise CheckpointError(f"{path}: not a training state (missing format={expected_format!r})")
-    return state
+    """Read a training run's resume state (weights, optimizer, scheduler, history) with weights_only=True."""
+    return _load_format(path, expected_format, "training state",
+                        "no saved training state to resume from (train without --resume first)")
