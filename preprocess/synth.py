@@ -394,9 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "OUT/<word>/<speaker>_nohash_<take>.wav (16 kHz mono 16-bit), ready for "
                     "`python -m preprocess --source folder --root OUT`.",
         epilog="Each speaker (accent, voice variant, pitch, range, rate) says every word "
-               f"{TAKES_PER_SPEAKER} times; each take gets its own intonation, position, EQ, reverb, level "
-               "and background noise. Same arguments, same bytes. Exit status: 0 all clips written, "
-               "1 some failed, 2 could not start.")
+               f"{TAKES_PER_SPEAKER} times; each take gets its own intonation, breathiness, position, EQ, "
+               "reverb, level, click/breath burst and background noise. Same arguments, same bytes. "
+               "Exit status: 0 all clips written, 1 some failed, 2 could not start.")
     parser.add_argument("--words", nargs="+", default=DEFAULT_WORDS, metavar="WORD",
                         help="words to say, one folder each (default: %(default)s)")
     parser.add_argument("--per-word", type=int, required=True, metavar="N", help="clips per word")
