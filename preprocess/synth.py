@@ -28,7 +28,6 @@ import multiprocessing
 import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,6 +38,7 @@ import torch
 import torchaudio.transforms as T
 from tqdm import tqdm
 
+from preprocess.atomic import atomic_write_text, atomic_writer
 from preprocess.espeak import EngineError, Voice, list_variants, load_engine
 from preprocess.render import AUDIO_EXTENSIONS, AudioError, RenderSettings, load_audio
 
@@ -322,15 +322,8 @@ def resample(wave: np.ndarray, rate: int) -> np.ndarray:
 
 def write_wav(path: Path, wave: np.ndarray) -> None:
     """16-bit PCM WAV, atomically (temp file beside it, then rename): never a half-written clip."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            sf.write(handle, wave, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as handle:
+        sf.write(handle, wave, SAMPLE_RATE, subtype="PCM_16", format="WAV")
 
 
 def load_noises(folder: Path) -> tuple[list[np.ndarray], list[str], list[str]]:
@@ -519,10 +512,7 @@ def _write_info(args, engine_text: str, speakers: list[Speaker], noise_names: li
             "sample_rate": SAMPLE_RATE, "engine": engine_text, "written": written,
             "noise": noise_names + list(NOISE_COLOURS),
             "speakers": [dict(group=s.group, **dataclasses.asdict(s.voice)) for s in speakers]}
-    fd, tmp = tempfile.mkstemp(prefix=".synth.json.", suffix=".tmp", dir=args.out)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(info, handle, indent=1)
-    os.replace(tmp, args.out / "synth.json")
+    atomic_write_text(args.out / "synth.json", json.dumps(info, indent=1))
 
 
 if __name__ == "__main__":

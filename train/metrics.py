@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from pathlib import Path
 
 import torch
+
+from preprocess.atomic import atomic_write_text, atomic_writer
 
 
 def confusion_matrix(labels, predictions, num_classes: int) -> list[list[int]]:
@@ -45,7 +45,7 @@ def format_confusion(confusion: list[list[int]], classes: list[str]) -> str:
 
 
 def write_json_atomic(data, path: str | os.PathLike) -> None:
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def plot_curves(epochs: list[dict], path: str | os.PathLike) -> None:
@@ -61,7 +61,8 @@ def plot_curves(epochs: list[dict], path: str | os.PathLike) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    with atomic_writer(path) as handle:
+        fig.savefig(handle, format="png", dpi=100)
     plt.close(fig)
 
 
@@ -82,7 +83,8 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: str | o
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    with atomic_writer(path) as handle:
+        fig.savefig(handle, format="png", dpi=100)
     plt.close(fig)
 
 
@@ -91,17 +93,3 @@ def _pyplot():
     matplotlib.use("Agg")  # files only: never needs a display
     import matplotlib.pyplot as plt
     return plt
-
-
-def _atomic_write(path: str | os.PathLike, write) -> None:
-    """write(tmp_path) then rename: a crash never leaves a half-written file at `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
