@@ -81,9 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         clip.path.read_bytes()
     with tempfile.TemporaryDirectory(prefix="specvision-bench-") as tmp:
         # Project first: its worker pool forks before this process has run any torch code.
+        # Each run starts with the disk's write-back done (os.sync): a run that follows another's
+        # thousands of new files otherwise pays for their write-back (file creation gets 2-5x dearer).
+        os.sync()
         cpu = cpu_seconds()
         project_s = run_project(args.root, Path(tmp) / "project", args.workers)
         project_cpu = cpu_seconds() - cpu
+        os.sync()
         seed_s = run_seed(clips, Path(tmp) / "seed")
         seed_cpu = cpu_seconds() - cpu - project_cpu
     n = len(clips)

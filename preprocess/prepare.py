@@ -15,6 +15,7 @@ import argparse
 import collections
 import csv
 import fcntl
+import hashlib
 import io
 import json
 import multiprocessing
@@ -25,13 +26,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from preprocess import download, sources
 from preprocess.atomic import atomic_write_text
-from preprocess.render import (AudioError, RenderSettings, read_png_metadata, render_file, save_png,
-                               sha256_file, to_image)
+from preprocess.render import AudioError, RenderSettings, read_png_metadata, render_file, save_png
 
 DEFAULT_OUT = "images"
 DEFAULT_WORDS = ["yes", "no"]          # speechcommands default; the folder source takes all classes
@@ -40,7 +39,8 @@ RENDER_JSON = "render.json"
 MANIFEST = "manifest.csv"
 MANIFEST_FIELDS = ("source", "sha256", "split", "label", "png", "status", "reason")
 LOCK_FILE = ".preprocess.lock"
-MAX_CHUNK = 32                          # clips per worker message: amortises pickling, keeps the bar moving
+STAGING = ".staging"                    # OUT/.staging/<pid>/: each worker's temp files (see render_task)
+MAX_CHUNK = 16                          # clips per worker message: amortises pickling, evens the last chunks
 
 
 class PrepareError(Exception):
@@ -281,11 +281,12 @@ def plan_tasks(clips: list[sources.Clip], names: list[str], existing: dict[str, 
 # ---------------------------------------------------------------- workers
 
 _settings: RenderSettings | None = None
+_staging: str | None = None
 
 
-def _init_worker(settings: RenderSettings, in_pool: bool = False) -> None:
-    global _settings
-    _settings = settings
+def _init_worker(settings: RenderSettings, staging: Path, in_pool: bool = False) -> None:
+    global _settings, _staging
+    _settings, _staging = settings, os.path.join(staging, str(os.getpid()))
     import torch
     torch.set_num_threads(1)  # one process per core already; tiny FFTs lose with more threads
     if in_pool:  # Ctrl-C is handled once, by the main process (it stops the pool)
@@ -299,14 +300,18 @@ def render_task(task: tuple[int, str, str, str, dict]) -> tuple[int, str, str, s
     """
     index, path, png, previous_sha, metadata = task
     try:
-        sha = sha256_file(path)
+        with open(path, "rb") as handle:  # read once: hashed here, decoded from memory below
+            data = handle.read()
     except OSError as err:
         return index, "", "failed", f"cannot read file ({err.strerror or err})"
+    sha = hashlib.sha256(data).hexdigest()
     if sha == previous_sha and os.path.exists(png):
         return index, sha, "skipped", ""
     try:
-        image = render_file(path, _settings)
-        save_png(image, png, {**metadata, "sha256": sha})
+        image = render_file(path, _settings, data)
+        # the temp file goes to this worker's own folder, then is renamed into the class folder:
+        # workers creating files in one shared folder would wait on its lock
+        save_png(image, png, {**metadata, "sha256": sha}, _staging)
         return index, sha, "rendered", ""
     except AudioError as err:
         reason = str(err).removeprefix(f"{path}: ")
@@ -319,23 +324,22 @@ def render_task(task: tuple[int, str, str, str, dict]) -> tuple[int, str, str, s
     return index, sha, "failed", reason.replace(path, metadata["source"])
 
 
-def run_tasks(tasks: list, settings: RenderSettings, workers: int, quiet: bool):
+def run_tasks(tasks: list, settings: RenderSettings, staging: Path, workers: int, quiet: bool):
     """Yield render_task results, in a fork pool when workers > 1 (forked after imports: fast start)."""
     bar = dict(total=len(tasks), unit="clip", desc="render", disable=quiet or not tasks,
                mininterval=0.5, smoothing=0.1)
     if workers <= 1 or len(tasks) < 2:
         import torch
         threads = torch.get_num_threads()
-        _init_worker(settings)
+        _init_worker(settings, staging)
         try:
             yield from tqdm(map(render_task, tasks), **bar)
         finally:
             torch.set_num_threads(threads)
         return
-    to_image(np.zeros((1, 1), np.uint8), settings)  # builds the colormap (numpy only) once, before the fork
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    chunk = max(1, min(MAX_CHUNK, len(tasks) // (workers * 8)))
-    with multiprocessing.get_context(method).Pool(workers, _init_worker, (settings, True)) as pool:
+    chunk = max(1, min(MAX_CHUNK, len(tasks) // (workers * 16)))
+    with multiprocessing.get_context(method).Pool(workers, _init_worker, (settings, staging, True)) as pool:
         yield from tqdm(pool.imap_unordered(render_task, tasks, chunksize=chunk), **bar)
 
 
@@ -399,12 +403,17 @@ def prepare(args: argparse.Namespace) -> int:
                            out, settings)
         rows: list[dict] = [{}] * len(clips)
         counts: collections.Counter = collections.Counter()
-        for index, sha, status, reason in run_tasks(tasks, settings, args.workers, args.quiet):
-            clip = clips[index]
-            counts[status] += 1
-            rows[index] = {"source": clip.source, "sha256": sha, "split": clip.split, "label": clip.label,
-                           "png": names[index] if status != "failed" else "",
-                           "status": "failed" if status == "failed" else "ok", "reason": reason}
+        staging = out / STAGING
+        shutil.rmtree(staging, ignore_errors=True)  # temp files of a killed run
+        try:
+            for index, sha, status, reason in run_tasks(tasks, settings, staging, args.workers, args.quiet):
+                clip = clips[index]
+                counts[status] += 1
+                rows[index] = {"source": clip.source, "sha256": sha, "split": clip.split,
+                               "label": clip.label, "png": names[index] if status != "failed" else "",
+                               "status": "failed" if status == "failed" else "ok", "reason": reason}
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         removed = remove_stale(out, {r["png"] for r in rows if r["status"] == "ok"}, notes)
         write_manifest(out / MANIFEST, rows)
     print(summary(out, rows, counts, removed, notes, time.perf_counter() - start))

@@ -266,6 +266,8 @@ def test_deterministic_output(tmp_path):
     assert run(root, tmp_path / "b", workers=1) == 0
     assert pngs(tmp_path / "a") == pngs(tmp_path / "b")
     assert (tmp_path / "a" / "manifest.csv").read_bytes() == (tmp_path / "b" / "manifest.csv").read_bytes()
+    for out in (tmp_path / "a", tmp_path / "b"):  # no temp files or worker temp folders left
+        assert not leftovers(out) and not (out / prepare.STAGING).exists()
 
 
 def test_incremental_rerun(tmp_path, capsys):
@@ -332,6 +334,7 @@ def test_killed_run_then_rerun_completes(tmp_path):
     assert run(root, out, workers=2) == 0
     assert pngs(out) == pngs(clean)
     assert len(manifest(out)) == 120 and not leftovers(out)
+    assert not (out / prepare.STAGING).exists()  # the workers' temp folders are gone too
 
 
 def test_render_flags_reach_the_images(tmp_path):

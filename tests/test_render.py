@@ -8,8 +8,9 @@ import torch
 from torchvision.datasets.folder import default_loader
 from torchvision.transforms.functional import to_tensor
 
-from preprocess.render import (AudioError, RenderSettings, fit_length, image_to_tensor, load_audio,
-                               read_png_metadata, render_file, render_image, save_png, sha256_file)
+from preprocess.render import (AudioError, RenderSettings, colormap_lut, fit_length, image_to_tensor,
+                               load_audio, read_png_metadata, render_file, render_image, save_png,
+                               sha256_file)
 
 torch.set_num_threads(1)
 SR = 16000
@@ -121,6 +122,33 @@ def test_undecodable_files_name_the_file_and_reason(tmp_path, name, content, rea
     with pytest.raises(AudioError) as info:
         render_file(path, RenderSettings())
     assert str(path) in str(info.value) and reason in str(info.value)
+
+
+@pytest.mark.parametrize("fmt,subtype", [("WAV", "PCM_16"), ("FLAC", "PCM_24"), ("OGG", "VORBIS")])
+def test_decoding_from_bytes_equals_decoding_from_the_path(tmp_path, fmt, subtype):
+    """preprocess reads each file once (hash + decode from memory); predict decodes from the path."""
+    path = tmp_path / f"clip.{fmt.lower()}"
+    sf.write(path, np.stack([tone(440, seconds=1.3), tone(900, seconds=1.3)], axis=1), 22050,
+             format=fmt, subtype=subtype)
+    settings = RenderSettings()
+    from_path, from_bytes = load_audio(path, settings), load_audio(path, settings, path.read_bytes())
+    assert from_path.shape == from_bytes.shape and np.array_equal(from_path, from_bytes)
+    assert render_file(path, settings).tobytes() == render_file(path, settings, path.read_bytes()).tobytes()
+    with pytest.raises(AudioError, match="empty file"):
+        load_audio(path, settings, b"")
+    with pytest.raises(AudioError, match="cannot decode") as info:
+        load_audio(path, settings, path.read_bytes()[:30])  # a truncated header
+    assert str(path) in str(info.value)
+
+
+def test_viridis_table_is_matplotlibs_viridis():
+    import matplotlib
+    expected = (matplotlib.colormaps["viridis"](np.arange(256))[:, :3] * 255 + 0.5).astype(np.uint8)
+    assert np.array_equal(colormap_lut("viridis"), expected)
+    assert colormap_lut("gray") is None
+    image = render_image(tone(), RenderSettings())  # palette index = level, palette colour = viridis
+    rgb = np.asarray(image.convert("RGB"))
+    assert np.array_equal(rgb, expected[np.asarray(image)])
 
 
 def test_nan_samples_are_refused(tmp_path):

@@ -18,7 +18,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms.functional import pil_to_tensor
 from tqdm import tqdm
 
-from preprocess.render import RenderSettings, _colormap_lut, image_to_tensor
+from preprocess.render import RenderSettings, colormap_lut, image_to_tensor
 
 SPLITS = ("train", "val", "test")
 RENDER_JSON = "render.json"
@@ -164,7 +164,7 @@ class NoiseFloor:
         self.channels = settings.channels
         self.db_min, self.db_max = settings.pixel_range
         self.probability, self.floor_db, self.tilt_db = probability, floor_db, tilt_db
-        lut = _colormap_lut(settings.colormap)
+        lut = colormap_lut(settings.colormap)
         self.palette = None if lut is None else torch.from_numpy(lut).float().div_(255.0)  # level -> RGB
         if lut is not None:
             # RGB -> level through a small perfect hash (key mod the first size without collisions):
