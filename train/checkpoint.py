@@ -38,7 +38,7 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
 
 def make_checkpoint(model: torch.nn.Module, arch: str, classes: list[str], input_size, render: dict,
                     metrics: dict | None = None) -> dict:
-    state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
+    state = {k: v.detach().cpu().clone() for k, v in unwrap_model(model).state_dict().items()}
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": arch, "classes": list(classes),
             "input_size": [int(x) for x in input_size], "render": dict(render), "state_dict": state,
             "metrics": dict(metrics or {})}
@@ -85,7 +85,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
     return model.to(device).eval(), ckpt, RenderSettings.from_dict(ckpt["render"])
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     """The bare module inside DistributedDataParallel / torch.compile wrappers."""
     model = getattr(model, "module", model)
     return getattr(model, "_orig_mod", model)

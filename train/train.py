@@ -30,7 +30,8 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from preprocess.render import RenderSettings
-from train.checkpoint import CheckpointError, atomic_torch_save, load_train_state, make_checkpoint
+from train.checkpoint import (CheckpointError, atomic_torch_save, load_train_state, make_checkpoint,
+                              unwrap_model)
 from train.data import (NOISE_PROBABILITY, DataError, NoiseFloor, SpecAugment, Unaugmented, build_datasets,
                         read_render_info)
 from train.metrics import (classification_report, format_confusion, plot_confusion, plot_curves,
@@ -118,14 +119,14 @@ class ExponentialMovingAverage:
     """
 
     def __init__(self, model: nn.Module, decay: float):
-        self.module = copy.deepcopy(getattr(model, "module", model)).eval()
+        self.module = copy.deepcopy(unwrap_model(model)).eval()
         self.module.requires_grad_(False)
         self.decay = decay
         self.steps = 0
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        model = getattr(model, "module", model)  # the bare model inside DistributedDataParallel
+        model = unwrap_model(model)  # the bare model inside DistributedDataParallel
         self.steps += 1
         decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
         for average, current in zip(self.module.parameters(), model.parameters()):
