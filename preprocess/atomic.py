@@ -8,6 +8,7 @@ no random-name retries. Writing thousands of small PNGs, that halves the cost of
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 from pathlib import Path
@@ -18,7 +19,7 @@ _counter = itertools.count()
 def _create_temp(path: str, temp_dir: str | None = None) -> tuple[int, str]:
     """Open a new temp file for `path` in `temp_dir` (default: beside it), making a missing folder."""
     folder = temp_dir if temp_dir is not None else os.path.dirname(path) or "."
-    name = os.path.basename(path)
+    name, made_folder = os.path.basename(path), False
     while True:
         tmp = os.path.join(folder, f".{name}.{os.getpid()}-{next(_counter)}.tmp")
         try:
@@ -26,10 +27,11 @@ def _create_temp(path: str, temp_dir: str | None = None) -> tuple[int, str]:
                            0o666), tmp
         except FileExistsError:  # a leftover of a killed process that had our pid: take the next name
             continue
-        except FileNotFoundError:  # the folder is missing; made here, not checked before every write
-            if os.path.isdir(folder):
+        except FileNotFoundError:  # the folder is missing: made here, not checked before every write
+            if made_folder:
                 raise
-            os.makedirs(folder, exist_ok=True)
+            os.makedirs(folder, exist_ok=True)  # exist_ok: another process may be making it too
+            made_folder = True
 
 
 @contextlib.contextmanager
@@ -55,29 +57,30 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb", **open_kwargs):
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, temp_dir: str | os.PathLike | None = None) -> None:
     """Write `data` to `path` atomically with three system calls and a rename (the PNG hot path).
 
-    `temp_dir` (same filesystem as `path`): where the temp file is made. Processes writing into one
-    folder contend for its lock while each creates a file (ext4: twice the system time with two
-    workers); with a temp folder per process only the short rename touches the shared folder.
+    `temp_dir`: where the temp file is made. Processes writing into one folder contend for its lock
+    while each creates a file (ext4: twice the system time with two workers); with a temp folder per
+    process only the short rename touches the shared folder. If `path` turns out to be on another
+    filesystem (a linked folder), the file is written beside it instead.
     """
     path = os.fspath(path)
     fd, tmp = _create_temp(path, os.fspath(temp_dir) if temp_dir is not None else None)
     try:
-        view = memoryview(data)
-        while view:  # os.write may write less than asked (signals, odd filesystems)
-            view = view[os.write(fd, view):]
-        os.close(fd)
-        fd = -1
+        try:
+            view = memoryview(data)
+            while view:  # os.write may write less than asked (signals, odd filesystems)
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
         try:
             os.replace(tmp, path)
         except FileNotFoundError:  # the target folder is missing (only possible with temp_dir)
-            if temp_dir is None or os.path.isdir(os.path.dirname(path) or "."):
-                raise
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)  # (or made by another process now)
             os.replace(tmp, path)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        os.unlink(tmp)
+    except BaseException as err:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if temp_dir is not None and isinstance(err, OSError) and err.errno == errno.EXDEV:
+            return atomic_write_bytes(path, data)  # rename cannot cross filesystems: temp beside it
         raise
 
 
