@@ -54,7 +54,8 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb", **open_kwargs):
         yield handle
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, temp_dir: str | os.PathLike | None = None) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes,
+                       temp_dir: str | os.PathLike | None = None) -> None:
     """Write `data` to `path` atomically with three system calls and a rename (the PNG hot path).
 
     `temp_dir`: where the temp file is made. Processes writing into one folder contend for its lock

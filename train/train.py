@@ -77,7 +77,9 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, device, scal
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
-    bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress, dynamic_ncols=True)
+    # disable=None: a bar on a terminal only; logs get the one line per epoch, not ten bar updates
+    bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=None if progress else True,
+               dynamic_ncols=True)
     for images, labels in bar:
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
@@ -172,8 +174,9 @@ def evaluate(model, loader, criterion, device, amp=False, desc="eval", progress=
     """-> {"loss", "acc", "labels", "predictions", "confidences"} (lists in dataset order)."""
     model.eval()
     loss_sum, labels_all, predictions, confidences = 0.0, [], [], []
-    for images, labels in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress,
-                               dynamic_ncols=True):
+    bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=None if progress else True,
+               dynamic_ncols=True)  # None: only on a terminal, as in train_one_epoch
+    for images, labels in bar:
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         with _autocast(device, amp):
