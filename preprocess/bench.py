@@ -81,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         clip.path.read_bytes()
     with tempfile.TemporaryDirectory(prefix="specvision-bench-") as tmp:
         # Project first: its worker pool forks before this process has run any torch code.
-        # Each run starts with the disk's write-back done (os.sync): a run that follows another's
-        # thousands of new files otherwise pays for their write-back (file creation gets 2-5x dearer).
+        # Each run starts with the disk's write-back done (os.sync): pending write-back makes file
+        # creation dearer (on ext4 without a journal, inodes deleted in the last 300 s instead of 60 s
+        # are skipped, one by one, on every create; see the README).
         os.sync()
         cpu = cpu_seconds()
         project_s = run_project(args.root, Path(tmp) / "project", args.workers)
