@@ -36,9 +36,14 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
         torch.save(obj, handle)
 
 
+def cpu_state_dict(model: torch.nn.Module) -> dict:
+    """A detached CPU copy of the bare model's weights: later training steps do not change it."""
+    return {k: v.detach().cpu().clone() for k, v in unwrap_model(model).state_dict().items()}
+
+
 def make_checkpoint(model: torch.nn.Module, arch: str, classes: list[str], input_size, render: dict,
                     metrics: dict | None = None) -> dict:
-    state = {k: v.detach().cpu().clone() for k, v in unwrap_model(model).state_dict().items()}
+    state = cpu_state_dict(model)
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": arch, "classes": list(classes),
             "input_size": [int(x) for x in input_size], "render": dict(render), "state_dict": state,
             "metrics": dict(metrics or {})}

@@ -30,8 +30,8 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from preprocess.render import RenderSettings
-from train.checkpoint import (CheckpointError, atomic_torch_save, load_train_state, make_checkpoint,
-                              unwrap_model)
+from train.checkpoint import (CheckpointError, atomic_torch_save, cpu_state_dict, load_train_state,
+                              make_checkpoint, unwrap_model)
 from train.data import (NOISE_PROBABILITY, DataError, NoiseFloor, SpecAugment, Unaugmented, build_datasets,
                         read_render_info)
 from train.metrics import (classification_report, format_confusion, plot_confusion, plot_curves,
@@ -337,8 +337,7 @@ class Training:
             improved = val["loss"] < self.best["val_loss"]
         if improved:
             self.best = {"epoch": epoch, "val_acc": val["acc"], "val_loss": val["loss"],
-                         "state_dict": {k: v.detach().cpu().clone()
-                                        for k, v in self.evaluated.state_dict().items()}}
+                         "state_dict": cpu_state_dict(self.evaluated)}
             self.stale_epochs = 0
         else:
             self.stale_epochs += 1
