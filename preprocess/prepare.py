@@ -405,8 +405,6 @@ def prepare(args: argparse.Namespace) -> int:
         counts: collections.Counter = collections.Counter()
         staging = out / STAGING
         shutil.rmtree(staging, ignore_errors=True)  # temp files of a killed run
-        for folder in sorted({os.path.dirname(task[2]) for task in tasks}):  # once, not per PNG
-            os.makedirs(folder, exist_ok=True)  # (those left empty are removed by remove_stale)
         try:
             for index, sha, status, reason in run_tasks(tasks, settings, staging, args.workers, args.quiet):
                 clip = clips[index]
