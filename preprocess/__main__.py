@@ -1,3 +1,4 @@
+from preprocess import cli
 from preprocess.prepare import main
 
-raise SystemExit(main())
+cli.run(main)

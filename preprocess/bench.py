@@ -19,6 +19,7 @@ import time
 import warnings
 from pathlib import Path
 
+from preprocess import cli
 from preprocess import prepare, sources
 
 
@@ -72,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog="\n".join(__doc__.split("\n")[2:]))
     parser.add_argument("root", type=Path,
                         help="audio root with class folders (e.g. ../shared/data/speech_commands_real)")
-    parser.add_argument("--workers", type=int, default=prepare.available_cores(),
-                        help="processes for the project run (default: all cores, %(default)s)")
+    cli.add_workers_flag(parser, "processes for the project run")
     args = parser.parse_args(argv)
 
     clips = sources.folder_clips(args.root)
@@ -104,4 +104,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    cli.run(main)

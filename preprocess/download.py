@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
+from preprocess.cli import SpecVisionError
 from preprocess.render import sha256_file
 
 # Official tarballs and their SHA-256 (the same values torchaudio's SPEECHCOMMANDS dataset checks).
@@ -29,7 +30,7 @@ CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 60
 
 
-class DownloadError(Exception):
+class DownloadError(SpecVisionError):
     """Download, checksum or extraction failed; the message says what and what to do."""
 
 

@@ -25,6 +25,8 @@ from xml.sax.saxutils import escape as xml_escape
 import numpy as np
 import soundfile as sf
 
+from preprocess.cli import SpecVisionError
+
 LIBRARY_ENV = "SPECVISION_ESPEAK_LIBRARY"  # path to libespeak-ng; overrides the wheel's copy
 DATA_ENV = "SPECVISION_ESPEAK_DATA"  # path to espeak-ng-data; overrides the wheel's copy
 BINARY_NAME = "espeak-ng"
@@ -40,7 +42,7 @@ PARAM_RATE, PARAM_VOLUME, PARAM_PITCH, PARAM_RANGE = 1, 2, 3, 4
 SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
 
-class EngineError(RuntimeError):
+class EngineError(SpecVisionError, RuntimeError):
     """No usable eSpeak NG, or an utterance it could not synthesize; the message says which and why."""
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from preprocess import cli
+from preprocess.cli import SpecVisionError
 from preprocess import download, sources
 from preprocess.atomic import atomic_write_text
 from preprocess.render import AudioError, RenderSettings, read_png_metadata, render_file, save_png
@@ -43,7 +45,7 @@ STAGING = ".staging"                    # OUT/.staging/<pid>/: each worker's tem
 MAX_CHUNK = 16                          # clips per worker message: amortises pickling, evens the last chunks
 
 
-class PrepareError(Exception):
+class PrepareError(SpecVisionError):
     """The run cannot start (bad options, output dir in use or rendered with other settings)."""
 
 
@@ -107,17 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = parser.add_argument_group("run")
     run.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), metavar="DIR",
                      help="output folder (default: %(default)s)")
-    run.add_argument("--workers", type=int, default=available_cores(), metavar="N",
-                     help="parallel processes (default: all cores, %(default)s)")
+    cli.add_workers_flag(run)
     run.add_argument("--force", action="store_true",
                      help="delete OUT's images and rebuild, even if OUT was rendered with other settings")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    cli.add_quiet_flag(run)
     return parser
 
 
-def available_cores() -> int:
-    """Cores this process may use (a container or taskset may allow fewer than the machine has)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+available_cores = cli.available_cores  # (kept: other modules import it from here)
 
 
 def settings_from_args(args: argparse.Namespace) -> RenderSettings:
@@ -436,4 +435,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    cli.run(main)

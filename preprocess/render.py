@@ -25,6 +25,7 @@ import torchaudio.functional as AF
 import torchaudio.transforms as T
 from PIL import Image, PngImagePlugin
 
+from preprocess.cli import SpecVisionError
 from preprocess.atomic import atomic_write_bytes
 
 RENDER_VERSION = 1  # bump when the pixels a given setting produces change
@@ -37,8 +38,10 @@ DEFAULT_RANGES = {"spectrogram": (-80.0, 40.0), "mel": (-80.0, 40.0), "mfcc": (-
 POWER_FLOOR = 1e-10  # -100 dB: keeps digital silence finite (no -inf, no NaN)
 
 
-class AudioError(Exception):
+class AudioError(SpecVisionError):
     """A clip that cannot be rendered; the message names the file and the reason."""
+
+    exit_code = 1  # one input failed; the others are still processed
 
 
 @dataclasses.dataclass(frozen=True)

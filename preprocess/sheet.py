@@ -22,6 +22,8 @@ from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
+from preprocess import cli
+from preprocess.cli import SpecVisionError
 from preprocess.render import RenderSettings, save_png
 from preprocess.sources import SPLITS
 
@@ -36,7 +38,7 @@ CAPTION_BG, CAPTION_FG, WARN_FG = (32, 32, 32), (235, 235, 235), (255, 80, 80)
 BROKEN_TILE = (160, 0, 0)
 
 
-class SheetError(Exception):
+class SheetError(SpecVisionError):
     """No images to show, or an images dir that is not laid out as <split>/<class>/*.png."""
 
 
@@ -198,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                                     args.sample, args.seed)
     except SheetError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return err.exit_code
     save_png(sheet, args.out)
     listing = ", ".join(f"{c} {shown}/{found}" for c, (shown, found) in counts.items())
     print(f"wrote {args.out}: {sheet.width}x{sheet.height} px, {len(counts)} classes ({listing})")
@@ -206,4 +208,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -25,6 +25,8 @@ import librosa.display  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from preprocess import cli
+from preprocess.cli import SpecVisionError
 from preprocess.atomic import atomic_writer  # noqa: E402
 from preprocess.render import (FEATURES, AudioError, RenderSettings, feature_matrix,  # noqa: E402
                                fit_length, load_audio, render_image)
@@ -36,7 +38,7 @@ DPI = 100
 ROWS = ("waveform", "spectrogram", "mel", "mfcc", "png")
 
 
-class SettingsError(Exception):
+class SettingsError(SpecVisionError):
     """Render settings that cannot be read; the message names the file."""
 
 
@@ -201,4 +203,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

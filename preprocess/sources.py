@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
+from preprocess.cli import SpecVisionError
 from preprocess.render import AUDIO_EXTENSIONS
 
 SPLITS = ("train", "val", "test")
@@ -24,7 +25,7 @@ SPEECH_COMMANDS_WORDS["v0.02"] = sorted(SPEECH_COMMANDS_WORDS["v0.01"]
                                         + "backward follow forward learn visual".split())
 
 
-class SourceError(Exception):
+class SourceError(SpecVisionError):
     """The audio root or the options cannot give a usable list of clips."""
 
 

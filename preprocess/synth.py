@@ -38,6 +38,8 @@ import torch
 import torchaudio.transforms as T
 from tqdm import tqdm
 
+from preprocess import cli
+from preprocess.cli import SpecVisionError
 from preprocess.atomic import atomic_write_text, atomic_writer
 from preprocess.espeak import EngineError, Voice, list_variants, load_engine
 from preprocess.render import AUDIO_EXTENSIONS, AudioError, RenderSettings, load_audio
@@ -94,7 +96,7 @@ CHUNK = 16                   # clips per worker message
 ASPECTS = ("voice", "text", "eq", "reverb", "place", "gain", "noise", "breath", "event")  # a generator each
 
 
-class SynthError(Exception):
+class SynthError(SpecVisionError):
     """The run cannot start (bad options or noise folder); the message says why."""
 
 
@@ -402,8 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "white/pink/brown noise")
     parser.add_argument("--duration", type=float, default=1.0,
                         help="clip length in seconds (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="processes (default: %(default)s, the CPU count)")
+    cli.add_workers_flag(parser)
     parser.add_argument("--languages", nargs="+", default=list(LANGUAGES), metavar="LANG",
                         help="eSpeak English accents to use (default: all %(default)s)")
     parser.add_argument("--variants", nargs="+", metavar="VARIANT",
@@ -412,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--engine", choices=("library", "binary"), default="library",
                         help="try first: the espeakng-loader library via ctypes, or the espeak-ng "
                              "program on PATH (the other is the fallback; default: %(default)s)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    cli.add_quiet_flag(parser)
     return parser
 
 
@@ -516,4 +517,4 @@ def _write_info(args, engine_text: str, speakers: list[Speaker], noise_names: li
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -237,22 +237,22 @@ def test_report_refuses_to_replace_a_folder_that_is_not_a_report(tiny_model, tmp
     precious = tmp_path / "notes"
     precious.mkdir()
     (precious / "thesis.txt").write_text("do not delete")
-    assert report.main([str(tiny_model), "--out", str(precious)]) == 1
+    assert report.main([str(tiny_model), "--out", str(precious)]) == 2
     assert "not a SpecVision report" in capsys.readouterr().err
     assert (precious / "thesis.txt").read_text() == "do not delete"
 
 
 @pytest.mark.slow  # trains a tiny model (once per module)
 def test_report_bad_inputs_name_the_file(tiny_model, tmp_path, capsys):
-    assert report.main([str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 1
+    assert report.main([str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
     assert "nope" in capsys.readouterr().err
     broken = tmp_path / "broken"
     shutil.copytree(tiny_model, broken)
     (broken / "metrics.json").write_text("{not json")
-    assert report.main([str(broken), "--out", str(tmp_path / "r")]) == 1
+    assert report.main([str(broken), "--out", str(tmp_path / "r")]) == 2
     assert "metrics.json: not readable JSON" in capsys.readouterr().err
     (broken / "model.pt").write_bytes(b"garbage")
-    assert report.main([str(broken), "--out", str(tmp_path / "r")]) == 1
+    assert report.main([str(broken), "--out", str(tmp_path / "r")]) == 2
     assert "model.pt" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 

@@ -200,12 +200,12 @@ def test_sheet_flags_broken_pngs(small_images, tmp_path):
 
 
 def test_sheet_errors(tmp_path, capsys):
-    assert sheet.main([str(tmp_path / "missing"), "--out", str(tmp_path / "s.png")]) == 1
+    assert sheet.main([str(tmp_path / "missing"), "--out", str(tmp_path / "s.png")]) == 2
     assert "missing: not a directory" in capsys.readouterr().err
     (tmp_path / "empty" / "train" / "yes").mkdir(parents=True)
-    assert sheet.main([str(tmp_path / "empty"), "--out", str(tmp_path / "s.png")]) == 1
+    assert sheet.main([str(tmp_path / "empty"), "--out", str(tmp_path / "s.png")]) == 2
     assert "no PNG images" in capsys.readouterr().err
-    assert sheet.main([str(tmp_path / "empty"), "--split", "test", "--out", str(tmp_path / "s.png")]) == 1
+    assert sheet.main([str(tmp_path / "empty"), "--split", "test", "--out", str(tmp_path / "s.png")]) == 2
     assert "no 'test' split" in capsys.readouterr().err
     assert not (tmp_path / "s.png").exists()
 

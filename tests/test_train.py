@@ -157,7 +157,7 @@ def test_bad_image_folders_are_clear_errors(small_images, tmp_path, capsys):
     shutil.rmtree(broken / "val" / "yes")
     with pytest.raises(DataError, match=r"val.*classes \['no'\] differ from train's \['no', 'yes'\]"):
         build_datasets(broken, settings, progress=False)
-    assert main(["--images", str(broken), "--out", str(tmp_path / "m"), *FAST]) == 1
+    assert main(["--images", str(broken), "--out", str(tmp_path / "m"), *FAST]) == 2
     assert "every split needs the same class folders" in capsys.readouterr().err
 
     (broken / "val" / "yes").mkdir()
@@ -323,14 +323,14 @@ def test_checkpoint_round_trip_and_evaluate_match_the_trainer(trained, real_imag
 
 
 def test_evaluate_errors(small_images, tmp_path, capsys):
-    assert evaluate_cli.main(["--model", str(tmp_path / "none.pt"), "--images", str(small_images)]) == 1
+    assert evaluate_cli.main(["--model", str(tmp_path / "none.pt"), "--images", str(small_images)]) == 2
     assert "no such model file" in capsys.readouterr().err
     model = build_model(DEFAULT_ARCH, 2, (3, 201, 81))
     from train.checkpoint import atomic_torch_save, make_checkpoint
     atomic_torch_save(make_checkpoint(model, DEFAULT_ARCH, ["no", "yes"], (3, 201, 81),
                                       RenderSettings().to_dict()), tmp_path / "model.pt")
     # images/ itself holds train/val/test folders, not classes
-    assert evaluate_cli.main(["--model", str(tmp_path / "model.pt"), "--images", str(small_images)]) == 1
+    assert evaluate_cli.main(["--model", str(tmp_path / "model.pt"), "--images", str(small_images)]) == 2
     assert "['test', 'train', 'val'] are not classes of this model" in capsys.readouterr().err
 
 
@@ -347,7 +347,7 @@ def test_resume_continues_to_the_same_result(small_images, tmp_path):
     assert (tmp_path / "resumed" / STATE_FILE).is_file()
     assert not (tmp_path / "resumed" / "metrics.json").exists()
     # Resuming with a setting that changes the result is refused; with the same ones it finishes.
-    assert main([*flags, "--out", str(tmp_path / "resumed"), "--resume", "--lr", "0.01"]) == 1
+    assert main([*flags, "--out", str(tmp_path / "resumed"), "--resume", "--lr", "0.01"]) == 2
     assert main([*flags, "--out", str(tmp_path / "resumed"), "--resume", "--workers", "2"]) == 0
 
     straight = load_checkpoint(tmp_path / "straight" / "model.pt")
@@ -364,10 +364,10 @@ def test_resume_continues_to_the_same_result(small_images, tmp_path):
 
 def test_resume_without_state_and_pretrained_misuse_are_errors(small_images, tmp_path, capsys):
     flags = ["--images", str(small_images), "--epochs", "1", *FAST]
-    assert main([*flags, "--out", str(tmp_path / "a"), "--resume"]) == 1
+    assert main([*flags, "--out", str(tmp_path / "a"), "--resume"]) == 2
     assert f"{STATE_FILE}: no saved training state" in capsys.readouterr().err
     assert main([*flags, "--out", str(tmp_path / "b"), "--arch", "resnet18", "--pretrained",
-                 str(tmp_path / "resnet18.pth")]) == 1
+                 str(tmp_path / "resnet18.pth")]) == 2
     assert "resnet18.pth: no such weights file" in capsys.readouterr().err
     assert main([*flags, "--out", str(tmp_path / "c"), "--epochs", "0"]) == 2
 

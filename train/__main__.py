@@ -1,3 +1,4 @@
+from preprocess import cli
 from train.train import main
 
-raise SystemExit(main())
+cli.run(main)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from preprocess import cli
 from train.checkpoint import CheckpointError
 from train.data import DataError
 from train.models import DEFAULT_ARCH
@@ -79,17 +80,17 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None,
                         help="keep both runs' outputs in OUT/cnnet and OUT/default "
                              "(default: a temporary folder)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    cli.add_quiet_flag(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="specvision-bench-") as tmp:
             out = Path(args.out) if args.out else Path(tmp)
-            results = run_side_by_side(args.images, out, args.epochs, args.patience, args.seed, args.progress)
+            results = run_side_by_side(args.images, out, args.epochs, args.patience, args.seed, not args.quiet)
     except (DataError, CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return cli.EXIT_UNUSABLE
     cnnet, default = results["cnnet"], results["default"]
     speedup = default["train_img_per_s"] / cnnet["train_img_per_s"]
     to_best = cnnet["seconds_to_best_val"] / max(default["seconds_to_best_val"], 1e-9)
@@ -109,4 +110,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    cli.run(main)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from preprocess.cli import SpecVisionError
 from preprocess.atomic import atomic_writer
 from preprocess.render import RenderSettings
 from train.models import build_model
@@ -26,7 +27,7 @@ FORMAT = "specvision-model"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(Exception):
+class CheckpointError(SpecVisionError):
     """A model file that cannot be used; the message names the file and the reason."""
 
 

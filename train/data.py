@@ -18,6 +18,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms.functional import pil_to_tensor
 from tqdm import tqdm
 
+from preprocess.cli import SpecVisionError
 from preprocess.render import RenderSettings, colormap_lut, image_to_tensor
 
 SPLITS = ("train", "val", "test")
@@ -36,7 +37,7 @@ NOISE_FLOOR_DB = (-70.0, -30.0)  # its level, uniform; clean clips sit near -70,
 NOISE_TILT_DB = 10.0     # +- dB from the lowest to the highest row: white-ish to pink-ish noise
 
 
-class DataError(Exception):
+class DataError(SpecVisionError):
     """An images folder that cannot be trained on; the message names the path and the reason."""
 
 

@@ -15,7 +15,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from train.checkpoint import CheckpointError, load_model
+from preprocess import cli
+from preprocess.cli import SpecVisionError
+from train.checkpoint import load_model
 from train.data import DataError, SpectrogramFolder
 from train.metrics import classification_report, format_confusion
 from train.train import evaluate
@@ -57,24 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="(default: %(default)s)")
     parser.add_argument("--workers", type=int, default=0,
                         help="DataLoader worker processes (default: %(default)s)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto: CUDA when available (default: %(default)s)")
+    cli.add_device_flag(parser)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    device = "cuda" if use_cuda else "cpu"
     try:
-        if device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda: no CUDA GPU is available here")
+        device = cli.pick_device(args.device).type
         model, ckpt, _ = load_model(args.model, device)
         result = score_folder(model, ckpt, args.images, device, args.batch_size, args.workers,
                               progress=not args.json)
-    except (CheckpointError, DataError, ValueError) as err:
+    except SpecVisionError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return err.exit_code
     if args.json:
         print(json.dumps({key: result[key] for key in ("accuracy", "classes", "per_class", "confusion")}))
         return 0
@@ -92,4 +90,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    cli.run(main)

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from preprocess import cli
+from preprocess.cli import SpecVisionError
 from preprocess.atomic import atomic_path, atomic_write_text
 from preprocess.render import image_to_tensor, render_image
 from train.checkpoint import CheckpointError, load_model
@@ -34,12 +36,14 @@ INPUT_NAME, OUTPUT_NAME = "image", "logits"
 EXIT_OK, EXIT_MISMATCH, EXIT_UNUSABLE = 0, 1, 2
 
 
-class ExportError(Exception):
+class ExportError(SpecVisionError):
     """An export that cannot be made (missing optional package, exporter failure); says why."""
 
 
 class ExportMismatch(ExportError):
     """The exported network's outputs differ from PyTorch's on the same inputs."""
+
+    exit_code = EXIT_MISMATCH
 
 
 # ---------------------------------------------------------------- check inputs
@@ -189,4 +193,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from preprocess.cli import SpecVisionError
+
 
 class CNNet(nn.Module):
     """The PyTorch learning module's yes/no network: our baseline.
@@ -132,7 +134,7 @@ def build_model(arch: str, num_classes: int, input_size: tuple[int, int, int]) -
     return ARCHITECTURES[arch](num_classes=num_classes, input_size=tuple(input_size))
 
 
-class PretrainedError(Exception):
+class PretrainedError(SpecVisionError):
     """ImageNet weights that cannot be had or do not fit; the message says what to do."""
 
 

@@ -23,6 +23,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from preprocess.cli import SpecVisionError
+from preprocess import cli
 from preprocess.atomic import atomic_writer
 from preprocess.render import (AUDIO_EXTENSIONS, AudioError, image_to_tensor, load_audio,
                                read_png_metadata, render_image)
@@ -37,8 +39,10 @@ BENCH_WARMUP = 5
 EXIT_OK, EXIT_INPUT_FAILED, EXIT_UNUSABLE = 0, 1, 2
 
 
-class InputError(Exception):
+class InputError(SpecVisionError):
     """One input that cannot be classified; the message names the file and the reason."""
+
+    exit_code = 1
 
 
 @dataclass
@@ -458,8 +462,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BrokenPipeError:  # `... | head`: the reader left early; not worth a traceback
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(EXIT_INPUT_FAILED)
+    cli.run(main)

@@ -27,6 +27,8 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from preprocess import cli
+from preprocess.cli import SpecVisionError
 from preprocess.render import RenderSettings
 from preprocess.sources import SPLITS
 from train.checkpoint import CheckpointError, load_checkpoint
@@ -42,7 +44,7 @@ GENERATOR = "specvision-report"  # marks an OUT folder this command may replace
 AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".mp3": "audio/mpeg"}
 
 
-class ReportError(Exception):
+class ReportError(SpecVisionError):
     """Inputs that cannot make a report; the message names the file and the reason."""
 
 
@@ -527,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         write_report(args.out, build)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return err.exit_code
     print(f"report for {inputs.name}: {summary['test_images']} test images, {summary['misclassified']} "
           f"misclassified ({summary['errors_shown']} shown)"
           + (f"; {summary['missing_audio']} clip(s) without audio" if summary["missing_audio"] else "")
@@ -537,4 +539,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

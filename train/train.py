@@ -29,6 +29,8 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
+from preprocess import cli
+from preprocess.cli import SpecVisionError
 from preprocess.render import RenderSettings
 from train.checkpoint import (CheckpointError, atomic_torch_save, cpu_state_dict, load_train_state,
                               make_checkpoint, unwrap_model)
@@ -203,7 +205,7 @@ class Training:
         self.out = Path(args.out)
         self.rank, self.world_size, local_rank = _setup_distributed(args.device)
         self.is_main = self.rank == 0
-        self.progress = args.progress and self.is_main
+        self.progress = not args.quiet and self.is_main
         self.device = _pick_device(args.device, local_rank)
         self.amp = self.device.type == "cuda" and args.amp is not False  # default on with CUDA
         if self.device.type == "cuda":
@@ -515,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help=f"continue the interrupted run in OUT from its {STATE_FILE}")
     parser.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    cli.add_quiet_flag(parser)
     return parser
 
 
@@ -535,9 +537,9 @@ def main(argv=None) -> int:
         while not training.done:
             training.run_epoch()
         metrics = training.finish()
-    except (DataError, CheckpointError, PretrainedError, ValueError) as err:
+    except (SpecVisionError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return getattr(err, "exit_code", 2)
     except KeyboardInterrupt:
         if training is not None and training.epochs_done and training.is_main:
             print(f"\ninterrupted after epoch {training.epochs_done}: continue with the same command "
@@ -633,11 +635,7 @@ def _setup_distributed(device: str) -> tuple[int, int, int]:
 
 
 def _pick_device(device: str, local_rank: int) -> torch.device:
-    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda: no CUDA GPU is available here (use --device cpu or auto)")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
+    return cli.pick_device(device, local_rank)
 
 
 def _tensorboard_writer(path: Path):
