@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import csv
+import errno
 import fcntl
 import hashlib
 import io
@@ -22,17 +24,22 @@ import multiprocessing
 import os
 import shutil
 import signal
+import stat
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from preprocess import cli
 from preprocess.cli import SpecVisionError
 from preprocess import download, sources
 from preprocess.atomic import atomic_write_text
-from preprocess.render import AudioError, RenderSettings, read_png_metadata, render_file, save_png
+from preprocess.render import (MAX_AUDIO_SECONDS, AudioError, RenderSettings, open_audio, read_png_metadata,
+                               render_file, save_png)
 
 DEFAULT_OUT = "images"
 DEFAULT_WORDS = ["yes", "no"]          # speechcommands default; the folder source takes all classes
@@ -43,6 +50,9 @@ MANIFEST_FIELDS = ("source", "sha256", "split", "label", "png", "status", "reaso
 LOCK_FILE = ".preprocess.lock"
 STAGING = ".staging"                    # OUT/.staging/<pid>/: each worker's temp files (see render_task)
 MAX_CHUNK = 16                          # clips per worker message: amortises pickling, evens the last chunks
+READ_ONCE_BYTES = 32 << 20              # files up to this size are read once (hashed + decoded from memory)
+CLIP_TIMEOUT = 600.0                    # seconds one clip may take before its worker is killed
+WATCHDOG_S = 1.0                        # how often the main process looks for dead or stuck workers
 
 
 class PrepareError(SpecVisionError):
@@ -112,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_workers_flag(run)
     run.add_argument("--force", action="store_true",
                      help="delete OUT's images and rebuild, even if OUT was rendered with other settings")
+    run.add_argument("--max-seconds", type=float, default=MAX_AUDIO_SECONDS, metavar="S",
+                     help="refuse a clip whose header declares more audio than this, before decoding it "
+                          "(default: %(default)g)")
+    run.add_argument("--clip-timeout", type=float, default=CLIP_TIMEOUT, metavar="S",
+                     help="with --workers > 1: a clip that takes longer is stopped and recorded as failed "
+                          "(default: %(default)g)")
     cli.add_quiet_flag(run)
     return parser
 
@@ -142,6 +158,32 @@ def collect_clips(args: argparse.Namespace) -> tuple[list[sources.Clip], dict]:
 
 
 # ---------------------------------------------------------------- output folder state
+
+def check_out_path(out: Path, root: Path) -> None:
+    """OUT must be a folder (or not exist yet) outside the audio root: inside it, the images would be
+    read as a class (or split) folder of audio by the next run."""
+    if out.exists() and not out.is_dir():
+        raise PrepareError(f"--out {out}: is a file, not a folder")
+    resolved = out.resolve()
+    if resolved == root or root in resolved.parents:
+        raise PrepareError(f"--out {out} is inside the audio root {root}: the next run would read the "
+                           f"images as audio folders; choose an --out outside it")
+
+
+def open_lock(out: Path):
+    """OUT's lock file, opened without following a link and without truncating: a symlink planted there
+    never lets a run clobber its target."""
+    path = out / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise PrepareError(f"{path}: is a symbolic link, not this tool's lock file; remove it") from None
+        raise PrepareError(f"{path}: cannot open the lock file ({err.strerror or err})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise PrepareError(f"{path}: is not a regular file; remove it")
+    return os.fdopen(fd, "r+")
 
 def check_out_dir(out: Path, settings: RenderSettings, source: dict, force: bool) -> bool:
     """Refuse an OUT rendered with other settings or from another source (unless --force, which wipes it).
@@ -281,15 +323,52 @@ def plan_tasks(clips: list[sources.Clip], names: list[str], existing: dict[str, 
 
 _settings: RenderSettings | None = None
 _staging: str | None = None
+_max_seconds: float = MAX_AUDIO_SECONDS
+# Shared with forked workers (set before the pool starts): the tasks, and per task the time its render
+# started (0: not started, -1: finished) and the pid rendering it, so that a dead or stuck worker's
+# clip is known.
+_tasks: list = []
+_started = None
+_pids = None
 
 
-def _init_worker(settings: RenderSettings, staging: Path, in_pool: bool = False) -> None:
-    global _settings, _staging
-    _settings, _staging = settings, os.path.join(staging, str(os.getpid()))
+def _init_worker(settings: RenderSettings, staging: Path, in_pool: bool = False,
+                 max_seconds: float = MAX_AUDIO_SECONDS) -> None:
+    global _settings, _staging, _max_seconds
+    _settings, _staging, _max_seconds = settings, os.path.join(staging, str(os.getpid())), max_seconds
     import torch
     torch.set_num_threads(1)  # one process per core already; tiny FFTs lose with more threads
     if in_pool:  # Ctrl-C is handled once, by the main process (it stops the pool)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def read_and_hash(path: str) -> tuple[bytes | None, str]:
+    """(the file's bytes, their SHA-256); bytes only up to READ_ONCE_BYTES, else None (streamed).
+
+    A FIFO, a folder or a device named like a clip is refused without blocking on it (O_NONBLOCK);
+    a large file's header is checked before a byte of it is hashed or decoded.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as err:
+        raise AudioError(f"{path}: cannot read file ({err.strerror or err})") from None
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                    else "a socket" if stat.S_ISSOCK(mode) else "a device")
+            raise AudioError(f"{path}: not a regular file ({kind}); not an audio clip")
+        try:
+            if os.fstat(fd).st_size <= READ_ONCE_BYTES:
+                data = handle.read()
+                return data, hashlib.sha256(data).hexdigest()
+            open_audio(path, None, _max_seconds).close()
+            digest = hashlib.sha256()
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+            return None, digest.hexdigest()
+        except OSError as err:
+            raise AudioError(f"{path}: cannot read file ({err.strerror or err})") from None
 
 
 def render_task(task: tuple[int, str, str, str, dict]) -> tuple[int, str, str, str]:
@@ -298,16 +377,12 @@ def render_task(task: tuple[int, str, str, str, dict]) -> tuple[int, str, str, s
     status: 'rendered', 'skipped' (PNG up to date) or 'failed' (reason says why; no PNG is left).
     """
     index, path, png, previous_sha, metadata = task
+    sha = ""
     try:
-        with open(path, "rb") as handle:  # read once: hashed here, decoded from memory below
-            data = handle.read()
-    except OSError as err:
-        return index, "", "failed", f"cannot read file ({err.strerror or err})"
-    sha = hashlib.sha256(data).hexdigest()
-    if sha == previous_sha and os.path.exists(png):
-        return index, sha, "skipped", ""
-    try:
-        image = render_file(path, _settings, data)
+        data, sha = read_and_hash(path)  # small clips: read once, hashed here, decoded from memory below
+        if sha == previous_sha and os.path.exists(png):
+            return index, sha, "skipped", ""
+        image = render_file(path, _settings, data, _max_seconds)
         # the temp file goes to this worker's own folder, then is renamed into the class folder:
         # workers creating files in one shared folder would wait on its lock
         save_png(image, png, {**metadata, "sha256": sha}, _staging)
@@ -315,7 +390,11 @@ def render_task(task: tuple[int, str, str, str, dict]) -> tuple[int, str, str, s
     except AudioError as err:
         reason = str(err).removeprefix(f"{path}: ")
     except OSError as err:
+        if err.errno in cli.DISK_FULL:
+            return index, sha, "fatal", cli.disk_full_message(err)
         reason = f"cannot write {png} ({err.strerror or err})"
+    except MemoryError:
+        reason = "out of memory while rendering it"
     except Exception as err:  # a decoder or transform error we did not foresee: report it, go on
         reason = f"{type(err).__name__}: {err}"
     Path(png).unlink(missing_ok=True)  # an old image of this clip would no longer match its audio
@@ -323,23 +402,130 @@ def render_task(task: tuple[int, str, str, str, dict]) -> tuple[int, str, str, s
     return index, sha, "failed", reason.replace(path, metadata["source"])
 
 
-def run_tasks(tasks: list, settings: RenderSettings, staging: Path, workers: int, quiet: bool):
+def _tracked_chunk(positions: list[int]) -> list[tuple]:
+    """Worker side: render tasks, recording which one is in progress (see _started, _pids)."""
+    results = []
+    for position in positions:
+        _pids[position] = os.getpid()
+        _started[position] = time.time()
+        results.append(render_task(_tasks[position]))
+        _started[position] = -1.0
+    return results
+
+
+def run_tasks(tasks: list, settings: RenderSettings, staging: Path, workers: int, quiet: bool,
+              max_seconds: float = MAX_AUDIO_SECONDS, clip_timeout: float = CLIP_TIMEOUT):
     """Yield render_task results, in a fork pool when workers > 1 (forked after imports: fast start)."""
     bar = dict(total=len(tasks), unit="clip", desc="render", disable=quiet or not tasks,
                mininterval=0.5, smoothing=0.1)
     if workers <= 1 or len(tasks) < 2:
         import torch
         threads = torch.get_num_threads()
-        _init_worker(settings, staging)
+        _init_worker(settings, staging, max_seconds=max_seconds)
         try:
             yield from tqdm(map(render_task, tasks), **bar)
         finally:
             torch.set_num_threads(threads)
         return
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    with tqdm(**bar) as progress:
+        for result in _pool_results(tasks, settings, staging, workers, max_seconds, clip_timeout):
+            progress.update(1)
+            yield result
+
+
+def _pool_results(tasks, settings, staging, workers, max_seconds, clip_timeout):
+    """Results from a ProcessPoolExecutor that survives its workers.
+
+    A worker that dies (OOM killer, decoder crash, kill -9) breaks the pool; one stuck longer than
+    `clip_timeout` on a clip is killed, which does the same. The clips that were being rendered then
+    are retried one by one in a fresh process each (`_isolated`): a clip that kills its process again
+    is recorded as failed with the reason, the others are rendered. The pool is restarted for the rest.
+    """
+    global _tasks, _started, _pids
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
+                                          else None)
+    _tasks, _started, _pids = tasks, context.RawArray("d", len(tasks)), context.RawArray("i", len(tasks))
     chunk = max(1, min(MAX_CHUNK, len(tasks) // (workers * 16)))
-    with multiprocessing.get_context(method).Pool(workers, _init_worker, (settings, staging, True)) as pool:
-        yield from tqdm(pool.imap_unordered(render_task, tasks, chunksize=chunk), **bar)
+    pending, suspects, empty_breaks = collections.deque(range(len(tasks))), [], 0
+    while pending:
+        running: dict = {}
+        pool = ProcessPoolExecutor(workers, context, _init_worker, (settings, staging, True, max_seconds))
+        try:
+            while pending or running:
+                while pending and len(running) < workers * 4:
+                    positions = [pending.popleft() for _ in range(min(chunk, len(pending)))]
+                    running[pool.submit(_tracked_chunk, positions)] = positions
+                done, _ = wait(running, timeout=WATCHDOG_S, return_when=FIRST_COMPLETED)
+                for future in done:
+                    positions = running.pop(future)
+                    try:
+                        yield from future.result()
+                    except BrokenProcessPool:
+                        running[future] = positions  # handled below with the others
+                        raise
+                _kill_running(older_than=clip_timeout)
+        except BrokenProcessPool:
+            lost = [p for positions in running.values() for p in positions]
+            dying = [p for p in lost if _started[p] > 0]
+            for position in lost:  # their processes are gone: never signal those pids again
+                _started[position] = 0.0
+            suspects += dying
+            pending.extendleft(reversed([p for p in lost if _started[p] <= 0]))
+            empty_breaks = 0 if dying else empty_breaks + 1
+            if empty_breaks >= 3:
+                raise PrepareError("worker processes keep dying before they render anything "
+                                   "(out of memory?); try fewer --workers") from None
+        except BaseException:  # Ctrl-C or an error here: stop the workers, do not wait for them
+            _kill_running()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        for position in suspects:
+            yield _isolated(context, position, settings, staging, max_seconds, clip_timeout)
+        suspects = []
+
+
+def _kill_running(older_than: float = 0.0) -> None:
+    """SIGKILL the workers busy with a clip for more than `older_than` seconds (the pool then breaks)."""
+    started = np.frombuffer(_started, dtype=np.float64)
+    for position in np.flatnonzero((started > 0) & (started < time.time() - older_than)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(_pids[position], signal.SIGKILL)
+
+
+def _isolated(context, position: int, settings, staging, max_seconds: float, clip_timeout: float) -> tuple:
+    """Render one task in a process of its own; a death or a timeout is that clip's failure."""
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(target=_isolated_main, args=(send, position, settings, staging, max_seconds))
+    process.start()
+    send.close()
+    result = None
+    finished = receive.poll(clip_timeout)
+    if finished:
+        with contextlib.suppress(EOFError):
+            result = receive.recv()
+    receive.close()
+    if result is None and process.is_alive():
+        process.kill()
+    process.join()
+    if result is not None:
+        return result
+    index, path, png, _, metadata = _tasks[position]
+    Path(png).unlink(missing_ok=True)
+    if not finished:
+        reason = f"rendering took longer than {clip_timeout:g} s (--clip-timeout); stopped"
+    elif process.exitcode is not None and process.exitcode < 0:
+        name = signal.Signals(-process.exitcode).name
+        hint = " (the kernel's out-of-memory killer sends it)" if name == "SIGKILL" else ""
+        reason = f"the worker process rendering it died ({name}{hint})"
+    else:
+        reason = f"the worker process rendering it exited with status {process.exitcode}"
+    return index, "", "failed", reason
+
+
+def _isolated_main(send, position: int, settings, staging, max_seconds: float) -> None:
+    _init_worker(settings, staging, True, max_seconds)
+    send.send(render_task(_tasks[position]))
 
 
 # ---------------------------------------------------------------- summary
@@ -384,8 +570,12 @@ def prepare(args: argparse.Namespace) -> int:
         raise PrepareError(f"render settings: {err}") from None
     clips, source = collect_clips(args)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / LOCK_FILE, "w") as lock:
+    check_out_path(out, Path(source["root"]))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PrepareError(f"--out {out}: cannot make the folder ({err.strerror or err})") from None
+    with open_lock(out) as lock:
         try:
             # lockf, not flock: a POSIX lock is not inherited by the forked workers, so a killed
             # run never leaves the folder locked behind it
@@ -405,7 +595,10 @@ def prepare(args: argparse.Namespace) -> int:
         staging = out / STAGING
         shutil.rmtree(staging, ignore_errors=True)  # temp files of a killed run
         try:
-            for index, sha, status, reason in run_tasks(tasks, settings, staging, args.workers, args.quiet):
+            for index, sha, status, reason in run_tasks(tasks, settings, staging, args.workers, args.quiet,
+                                                        args.max_seconds, args.clip_timeout):
+                if status == "fatal":  # a full disk: every later clip would fail the same way
+                    raise PrepareError(reason)
                 clip = clips[index]
                 counts[status] += 1
                 rows[index] = {"source": clip.source, "sha256": sha, "split": clip.split,
@@ -421,14 +614,12 @@ def prepare(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.workers < 1:
-        print("error: --workers must be at least 1", file=sys.stderr)
-        return 2
     try:
+        cli.check_workers(args.workers)
         return prepare(args)
-    except (PrepareError, sources.SourceError, download.DownloadError) as err:
+    except cli.SpecVisionError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
     except KeyboardInterrupt:
         print("interrupted: run again to finish (finished images are kept)", file=sys.stderr)
         return 130

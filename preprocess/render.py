@@ -15,11 +15,14 @@ import functools
 import hashlib
 import io
 import json
+import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 import torch
 import torchaudio.functional as AF
 import torchaudio.transforms as T
@@ -36,6 +39,12 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 # sine peaks near +40 dB with n_fft=400; 16-bit quantisation noise sits near -70 dB.
 DEFAULT_RANGES = {"spectrogram": (-80.0, 40.0), "mel": (-80.0, 40.0), "mfcc": (-150.0, 150.0)}
 POWER_FLOOR = 1e-10  # -100 dB: keeps digital silence finite (no -inf, no NaN)
+# Bounded memory whatever the input (issue 11):
+MAX_AUDIO_SECONDS = 4 * 3600.0      # a header declaring more audio is refused before decoding
+WHOLE_DECODE_SAMPLES = 8_000_000    # decoded whole up to this many samples (32 MB float32), else in blocks
+BLOCK_SECONDS = 10.0                # audio decoded per block of a long recording
+MAX_SINC_KERNEL = 1 << 20           # torchaudio resampling kernel taps allowed (8 MB as float64), else soxr
+SOXR_QUALITY = "VHQ"
 
 
 class AudioError(SpecVisionError):
@@ -107,28 +116,145 @@ class RenderSettings:
 
 # ---------------------------------------------------------------- audio
 
-def load_audio(path: str | os.PathLike, settings: RenderSettings, data: bytes | None = None) -> np.ndarray:
-    """Decode any soundfile-readable clip to float32 mono at settings.sample_rate (not yet padded).
+def open_audio(path: str | os.PathLike, data: bytes | None = None,
+               max_seconds: float = MAX_AUDIO_SECONDS) -> sf.SoundFile:
+    """Open a clip (or its bytes, `data`) and check its header before anything is decoded.
 
-    `data`: the file's bytes, when the caller has read them already (preprocess hashes them too, so
-    each file is read once); `path` then only names the clip in errors.
+    A header that declares more than `max_seconds` of audio is refused here: a sparse multi-GB file
+    or a forged length costs nothing. The caller closes the returned SoundFile.
     """
     path = Path(path)
+    if (len(data) if data is not None else path.stat().st_size) == 0:
+        raise AudioError(f"{path}: empty file (0 bytes)")
     try:
-        if (len(data) if data is not None else path.stat().st_size) == 0:
-            raise AudioError(f"{path}: empty file (0 bytes)")
-        # from the path, soundfile streams a long recording instead of holding its bytes as well
-        samples, sr = sf.read(io.BytesIO(data) if data is not None else str(path), dtype="float32",
-                              always_2d=True)
-    except AudioError:
-        raise
+        handle = sf.SoundFile(io.BytesIO(data) if data is not None else str(path))
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError) as err:
-        raise AudioError(f"{path}: cannot decode audio ({err})") from None
-    if samples.shape[0] == 0:
+        raise AudioError(f"{path}: cannot decode audio ({_plain(err)})") from None
+    if handle.frames <= 0:
+        handle.close()
         raise AudioError(f"{path}: no audio frames")
+    seconds = handle.frames / handle.samplerate
+    if seconds > max_seconds:
+        handle.close()
+        raise AudioError(f"{path}: header declares {seconds:.0f} s of audio, more than the limit of "
+                         f"{max_seconds:.0f} s (--max-seconds); not decoded")
+    return handle
+
+
+def _plain(err: Exception) -> str:
+    """An error message without object reprs (`<_io.BytesIO object at 0x...>`): same run, same text."""
+    return re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the file", str(err))
+
+
+def _read(handle: sf.SoundFile, frames: int, path: Path) -> np.ndarray:
+    """Up to `frames` frames as float32 mono (channels averaged), checked for NaN/inf."""
+    try:
+        samples = handle.read(frames, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError) as err:
+        raise AudioError(f"{path}: cannot decode audio ({_plain(err)})") from None
     if not np.isfinite(samples).all():
         raise AudioError(f"{path}: contains NaN or infinite samples")
-    return prepare_waveform(samples.mean(axis=1), sr, settings, fit=False)
+    return samples.mean(axis=1)
+
+
+def load_audio(path: str | os.PathLike, settings: RenderSettings, data: bytes | None = None,
+               max_seconds: float = MAX_AUDIO_SECONDS) -> np.ndarray:
+    """Decode a whole clip to float32 mono at settings.sample_rate (not yet padded).
+
+    `data`: the file's bytes, when the caller has read them already (preprocess hashes them too, so
+    each file is read once); `path` then only names the clip in errors. For long recordings use
+    `audio_blocks` (bounded memory) instead; this holds the whole clip.
+    """
+    path = Path(path)
+    with open_audio(path, data, max_seconds) as handle:
+        samples, rate = _read(handle, -1, path), handle.samplerate
+    if samples.shape[0] == 0:
+        raise AudioError(f"{path}: no audio frames")
+    return prepare_waveform(samples, rate, settings, fit=False)
+
+
+def audio_blocks(handle: sf.SoundFile, path: str | os.PathLike, settings: RenderSettings,
+                 block_seconds: float = BLOCK_SECONDS):
+    """Yield a recording as float32 mono blocks at settings.sample_rate, decoding `block_seconds` at a
+    time: memory stays bounded whatever the length. Resampled by a streaming soxr resampler."""
+    path = Path(path)
+    frames = max(1, int(block_seconds * handle.samplerate))
+    stream = None
+    if handle.samplerate != settings.sample_rate:
+        stream = soxr.ResampleStream(handle.samplerate, settings.sample_rate, 1, dtype="float32",
+                                     quality=SOXR_QUALITY)
+    while True:
+        block = _read(handle, frames, path)
+        last = len(block) < frames
+        if stream is not None:
+            block = stream.resample_chunk(block, last=last)
+        if len(block):
+            yield np.ascontiguousarray(block, dtype=np.float32)
+        if last:
+            return
+
+
+def load_clip(path: str | os.PathLike, settings: RenderSettings, data: bytes | None = None,
+              max_seconds: float = MAX_AUDIO_SECONDS) -> np.ndarray:
+    """A clip fitted to the render window (what preprocess renders), with bounded memory.
+
+    Clips up to WHOLE_DECODE_SAMPLES are decoded whole (the path every image so far was made with);
+    longer ones are decoded in blocks and their loudest window is found on the way (`loudest_window`:
+    the same window, bit for bit, when no resampling is needed).
+    """
+    path = Path(path)
+    with open_audio(path, data, max_seconds) as handle:
+        if handle.frames * handle.channels <= WHOLE_DECODE_SAMPLES:
+            samples, rate = _read(handle, -1, path), handle.samplerate
+            if samples.shape[0] == 0:
+                raise AudioError(f"{path}: no audio frames")
+            return prepare_waveform(samples, rate, settings)
+        return loudest_window(audio_blocks(handle, path, settings), settings.num_samples)
+
+
+def loudest_window(blocks, num_samples: int) -> np.ndarray:
+    """fit_length of the concatenated `blocks`, holding only one window and one block at a time.
+
+    The energy is the same sequential float64 cumulative sum as fit_length's (continued across
+    blocks), so the chosen window, first maximum included, is the same.
+    """
+    kept = np.zeros(0, np.float32)  # the last num_samples samples seen
+    kept_energy = np.zeros(1)       # cumulative energy at the start of each kept sample, and after
+    best, best_energy, seen = None, -1.0, 0
+    for block in blocks:
+        energy = np.cumsum(np.concatenate([kept_energy[-1:], block.astype(np.float64) ** 2]))
+        samples = np.concatenate([kept, block])
+        energy = np.concatenate([kept_energy[:-1], energy])  # energy[i] = before samples[i]
+        seen += len(block)
+        if len(samples) >= num_samples:
+            windows = energy[num_samples:] - energy[:-num_samples]
+            first_new = max(0, len(kept) + 1 - num_samples)  # windows not seen with the last block
+            windows = windows[first_new:]
+            if len(windows):
+                i = int(np.argmax(windows))
+                if windows[i] > best_energy:  # strictly: the first maximum wins, as in fit_length
+                    start = first_new + i
+                    best, best_energy = samples[start:start + num_samples].copy(), float(windows[i])
+        kept, kept_energy = samples[-num_samples:], energy[-(num_samples + 1):]
+    if best is None:  # shorter than the window after all (resampled): pad like fit_length
+        return fit_length(kept, num_samples)
+    return best
+
+
+def resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """float32 mono `wave` at `rate` -> `target`, with memory and time bounded for every pair of rates.
+
+    torchaudio's polyphase kernel has (target/g) x (rate/g + 2 width) taps (g = gcd of the rates):
+    tiny for the usual rates (44.1 kHz -> 16 kHz: 76 k), gigabytes for awkward ones (8001 Hz: 128 M;
+    44101 Hz: 706 M). It stays the resampler whenever its kernel is small, so every image made so far
+    keeps its pixels; beyond MAX_SINC_KERNEL, soxr (VHQ) does the job in constant memory.
+    """
+    g = math.gcd(rate, target)
+    orig, new = rate // g, target // g
+    width = math.ceil(6 * orig / (min(orig, new) * 0.99))  # torchaudio's lowpass_filter_width, rolloff
+    if new * (2 * width + orig) <= MAX_SINC_KERNEL:
+        return AF.resample(torch.from_numpy(wave), rate, target).numpy()
+    return soxr.resample(wave, rate, target, quality=SOXR_QUALITY).astype(np.float32, copy=False)
 
 
 def prepare_waveform(samples: np.ndarray, sample_rate: int, settings: RenderSettings,
@@ -136,7 +262,7 @@ def prepare_waveform(samples: np.ndarray, sample_rate: int, settings: RenderSett
     """Mono float samples at any rate -> float32 at settings.sample_rate, optionally fitted."""
     wave = np.ascontiguousarray(samples, dtype=np.float32)
     if sample_rate != settings.sample_rate:
-        wave = AF.resample(torch.from_numpy(wave), sample_rate, settings.sample_rate).numpy()
+        wave = resample(wave, sample_rate, settings.sample_rate)
     return fit_length(wave, settings.num_samples) if fit else wave
 
 
@@ -219,9 +345,10 @@ def render_image(waveform: np.ndarray, settings: RenderSettings) -> Image.Image:
     return to_image(to_levels(feature_matrix(waveform, settings), settings), settings)
 
 
-def render_file(path: str | os.PathLike, settings: RenderSettings, data: bytes | None = None) -> Image.Image:
+def render_file(path: str | os.PathLike, settings: RenderSettings, data: bytes | None = None,
+                max_seconds: float = MAX_AUDIO_SECONDS) -> Image.Image:
     """Audio file (or its bytes, `data`) -> the image `python -m preprocess` writes for it."""
-    return render_image(load_audio(path, settings, data), settings)
+    return render_image(load_clip(path, settings, data, max_seconds), settings)
 
 
 def image_to_tensor(image: Image.Image, channels: int) -> torch.Tensor:
