@@ -14,17 +14,18 @@ import pytest
 import torch
 import torchvision
 from PIL import Image
+from torch.optim.swa_utils import update_bn
 
 from conftest import REPO, SPEECH_EPOCHS, first_clips
 from preprocess.render import RenderSettings, image_to_tensor, read_png_metadata, render_file, save_png
 from train import bench, evaluate as evaluate_cli
-from train.checkpoint import load_checkpoint, load_model
+from train.checkpoint import STATE_FILE, load_checkpoint, load_model
 from train.data import (DataError, NoiseFloor, SpecAugment, SpectrogramFolder, build_datasets,
                         read_render_info)
+from train.engine import exponential_average
 from train.metrics import classification_report
 from train.models import ARCHITECTURES, DEFAULT_ARCH, PretrainedError, build_model, load_pretrained
-from train.train import (STATE_FILE, ExponentialMovingAverage, Training, build_parser, main,
-                         recalibrate_batchnorm)
+from train.train import Training, build_parser, main
 
 torch.set_num_threads(1)
 FAST = ["--no-progress", "--workers", "0", "--threads", "1"]
@@ -234,23 +235,25 @@ def test_pretrained_weights_from_a_local_file(tmp_path):
 def test_weight_average_and_batchnorm_recalibration():
     torch.manual_seed(0)
     model = build_model(DEFAULT_ARCH, 2, (3, 40, 32))
-    ema = ExponentialMovingAverage(model, decay=0.5)
-    start = [p.detach().clone() for p in model.parameters()]
+    ema = exponential_average(model, decay=0.75)
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    ema.update_parameters(model)  # the first update copies
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
-    ema.update(model)  # first step: decay ramps up to min(0.5, 2/11)
-    for average, before in zip(ema.module.parameters(), start):
-        assert torch.allclose(average, before + 9 / 11)
-    assert not any(p.requires_grad for p in ema.module.parameters())
+        model.stem[1].running_mean.add_(4.0)
+    ema.update_parameters(model)  # then each update moves a quarter of the way
+    for name, average in ema.module.named_parameters():
+        assert torch.allclose(average, start[name] + 0.25), name
+    assert torch.allclose(ema.module.stem[1].running_mean, start["stem.1.running_mean"] + 1.0)  # buffers too
 
-    # Precise BN: after recalibration the running mean of the stem's BatchNorm is the exact average
-    # of its per-batch means over the loader (weights untouched).
+    # Precise BN (torch's update_bn on the trainer's (images, labels) batches): the running mean of the
+    # stem's BatchNorm becomes the exact average of its per-batch means (weights untouched).
     batches = [(torch.rand(4, 3, 40, 32), torch.zeros(4, dtype=torch.long)) for _ in range(3)]
     weights = {k: v.clone() for k, v in model.state_dict().items()
                if "running" not in k and "num_batches" not in k}
     model.eval()
-    recalibrate_batchnorm(model, batches, torch.device("cpu"))
+    update_bn(batches, model)
     stem_conv, stem_bn = model.stem[0], model.stem[1]
     with torch.no_grad():
         expected = torch.stack([stem_conv(x).mean(dim=(0, 2, 3)) for x, _ in batches]).mean(0)
@@ -368,7 +371,7 @@ def test_resume_continues_to_the_same_result(small_images, tmp_path):
     assert a["epochs"] == b["epochs"] and a["test"] == b["test"]
     assert a["test_predictions"] == b["test_predictions"]
     state = torch.load(tmp_path / "resumed" / STATE_FILE, weights_only=True)
-    assert len(state["history"]) == 3
+    assert len(state["progress"]["history"]) == 3
 
 
 def test_resume_without_state_and_pretrained_misuse_are_errors(small_images, tmp_path, capsys):
