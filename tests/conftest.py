@@ -1,4 +1,9 @@
-"""Shared fixtures. The real clips live beside the repository in ../shared (never copied in).
+"""Shared fixtures: synthetic speech made here (every machine) and the real clips in ../shared.
+
+The default data is synthetic (`speech`, `speech_images`, `speech_model`: eSpeak NG, offline,
+deterministic), rendered and trained once per session and shared between test modules. The real
+clips live beside the repository in ../shared (never copied in); tests where they are the point
+(real speakers, the official lists, accuracy on real speech) use them.
 
 Tests that need them take the `real_data` fixture (or one built on it) and are marked `real_data`
 automatically. On a bare clone (no ../shared) they are skipped with the reason; with
@@ -11,6 +16,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -20,6 +26,7 @@ REQUIRE_ENV = "SPECVISION_REQUIRE_REAL_DATA"
 
 # Tests run on 2 cores next to each other: keep torch from oversubscribing them.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -61,3 +68,64 @@ def real_images(real_data, tmp_path_factory) -> Path:
                  "--val-pct", "20", "--test-pct", "20", "--workers", "2"])
     assert code == 0
     return out
+
+
+# ---------------------------------------------------------------- synthetic speech (every machine)
+
+SPEECH_PER_WORD = 150  # clips per word: 75 eSpeak speakers, split 192/36/72 images (train/val/test)
+SPEECH_EPOCHS = 3      # `python -m train` epochs of the shared synthetic model (a real, weak model)
+BROKEN_CLIP = "yes/broken_nohash_0.wav"  # one undecodable file, so the manifest has a failure to show
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory) -> Path:
+    """yes/no speech made here by `python -m preprocess.synth` (eSpeak NG, offline, byte-identical
+    for the same seed), plus one broken file that preprocess reports as failed. The default data of
+    every test that needs *some* speech; tests where the real recordings are the point use real_data."""
+    from preprocess import synth
+
+    out = tmp_path_factory.mktemp("speech") / "audio"
+    assert synth.main(["--words", "yes", "no", "--per-word", str(SPEECH_PER_WORD), "--out", str(out),
+                       "--seed", "0", "--workers", "2", "--quiet"]) == 0
+    (out / BROKEN_CLIP).write_bytes(b"RIFF\x00\x00 this is no wave")
+    return out
+
+
+@pytest.fixture(scope="session")
+def speech_images(speech, tmp_path_factory) -> Path:
+    """`python -m preprocess --source folder` on `speech` (speaker-hash split 60/20/20)."""
+    from preprocess.prepare import main
+
+    out = tmp_path_factory.mktemp("speech_images") / "images"
+    code = main(["--source", "folder", "--root", str(speech), "--out", str(out), "--val-pct", "20",
+                 "--test-pct", "20", "--workers", "2", "--quiet"])
+    assert code == 1  # 1: some clip failed (the broken one), the rest rendered
+    return out
+
+
+def train_model(images: Path, out: Path, epochs: int) -> Path:
+    """`python -m train` with one torch thread, images cached in RAM, no progress bars -> out."""
+    from train.train import main
+
+    assert main(["--images", str(images), "--out", str(out), "--epochs", str(epochs), "--batch-size", "32",
+                 "--cache", "--workers", "0", "--threads", "1", "--no-progress"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def speech_model(speech_images, tmp_path_factory) -> Path:
+    """models/tiny: `python -m train` for a few epochs on speech_images (model.pt, metrics.json, ...),
+    shared by the train, predict, export and report tests."""
+    return train_model(speech_images, tmp_path_factory.mktemp("speech_models") / "tiny", SPEECH_EPOCHS)
+
+
+@pytest.fixture(scope="session")
+def real_model(real_images, tmp_path_factory) -> Path:
+    """`python -m train` for 5 epochs on the real clips' train split (test accuracy ~0.92 on unseen
+    speakers): for the tests about real speech."""
+    return train_model(real_images, tmp_path_factory.mktemp("real_models") / "real", 5)
+
+
+def first_clips(root: Path, label: str, count: int | None = None) -> list[Path]:
+    """The first `count` (default: all) clips of root/label by name, never the broken one."""
+    return [p for p in sorted((root / label).glob("*.wav")) if p.name != Path(BROKEN_CLIP).name][:count]

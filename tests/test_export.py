@@ -8,41 +8,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torchvision import datasets, transforms
 
+from conftest import first_clips
 from train import export, predict
-from train.checkpoint import atomic_torch_save, load_checkpoint, make_checkpoint
-from train.models import DEFAULT_ARCH, build_model
+from train.checkpoint import atomic_torch_save, load_checkpoint
 
 torch.set_num_threads(1)
 TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def model_path(real_images, tmp_path_factory) -> Path:
-    """A real small model: a few AdamW steps on the rendered real clips' train split."""
-    torch.manual_seed(0)
-    data = datasets.ImageFolder(real_images / "train", transform=transforms.ToTensor())
-    loader = torch.utils.data.DataLoader(data, batch_size=32, shuffle=True,
-                                         generator=torch.Generator().manual_seed(0))
-    model = build_model(DEFAULT_ARCH, len(data.classes), tuple(data[0][0].shape))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _, (x, y) in zip(range(4), loader):
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-    render = json.loads((real_images / "render.json").read_text())["settings"]
-    path = tmp_path_factory.mktemp("export_model") / "model.pt"
-    ckpt = make_checkpoint(model.eval(), DEFAULT_ARCH, data.classes, data[0][0].shape, render)
-    atomic_torch_save(ckpt, path)
-    return path
+def model_path(speech_model) -> Path:
+    """The session's real (small) model trained on synthetic speech (conftest)."""
+    return speech_model / "model.pt"
 
 
 @pytest.fixture(scope="module")
-def real_batch(model_path, real_data) -> torch.Tensor:
-    """Spectrograms of real clips, rendered exactly as train.predict renders them."""
+def speech_batch(model_path, speech) -> torch.Tensor:
+    """Spectrograms of six clips, rendered exactly as train.predict renders them."""
     predictor = predict.Predictor(model_path)
-    clips = sorted((real_data / "yes").glob("*.wav"))[:3] + sorted((real_data / "no").glob("*.wav"))[:3]
+    clips = first_clips(speech, "yes", 3) + first_clips(speech, "no", 3)
     return torch.stack([predictor.load(clip, 0.25)[0] for clip in clips])
 
 
@@ -60,7 +45,7 @@ def check_sidecar(json_path: Path, model_path: Path, fmt: str) -> None:
     assert 0 <= info["max_abs_diff_vs_pytorch"] <= TOLERANCE
 
 
-def test_onnx_export_matches_pytorch(model_path, real_batch, tmp_path, capsys):
+def test_onnx_export_matches_pytorch(model_path, speech_batch, tmp_path, capsys):
     import onnx
     import onnxruntime
 
@@ -74,16 +59,16 @@ def test_onnx_export_matches_pytorch(model_path, real_batch, tmp_path, capsys):
     props = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(props["specvision"])["classes"] == load_checkpoint(model_path)["classes"]
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    expected = pytorch_logits(model_path, real_batch)
-    got = session.run(["logits"], {"image": real_batch.numpy()})[0]
+    expected = pytorch_logits(model_path, speech_batch)
+    got = session.run(["logits"], {"image": speech_batch.numpy()})[0]
     assert got.shape == expected.shape == (6, 2)
     assert np.abs(got - expected).max() <= TOLERANCE
-    single = session.run(["logits"], {"image": real_batch[:1].numpy()})[0]  # dynamic batch axis
+    single = session.run(["logits"], {"image": speech_batch[:1].numpy()})[0]  # dynamic batch axis
     assert np.abs(single - expected[:1]).max() <= TOLERANCE
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
-def test_torchscript_export_matches_pytorch(model_path, real_batch, tmp_path, capsys):
+def test_torchscript_export_matches_pytorch(model_path, speech_batch, tmp_path, capsys):
     assert export.main(["--model", str(model_path), "--format", "torchscript",
                         "--out", str(tmp_path / "net.pt")]) == 0
     check_sidecar(tmp_path / "net.pt.json", model_path, "torchscript")
@@ -91,8 +76,8 @@ def test_torchscript_export_matches_pytorch(model_path, real_batch, tmp_path, ca
     loaded = torch.jit.load(str(tmp_path / "net.pt"), _extra_files=extra)
     assert json.loads(extra["specvision.json"])["render"] == load_checkpoint(model_path)["render"]
     with torch.inference_mode():
-        got = loaded(real_batch).numpy()
-    assert np.abs(got - pytorch_logits(model_path, real_batch)).max() <= TOLERANCE
+        got = loaded(speech_batch).numpy()
+    assert np.abs(got - pytorch_logits(model_path, speech_batch)).max() <= TOLERANCE
 
 
 def test_default_output_is_beside_the_model(model_path, tmp_path):

@@ -1,7 +1,8 @@
 """train.predict and train.detect: wav/PNG parity, output formats, bad input, long recordings, bench.
 
-Models are real: a small network trained here on PNGs that `python -m preprocess` rendered from the
-shared real clips (the `real_images` fixture); the long-recording test trains with `python -m train`.
+Models are real: the session's synthetic-speech model (conftest `speech_model`, `python -m train` on
+PNGs `python -m preprocess` rendered from eSpeak NG clips); the long-recording test, which is about
+real words in real noise, uses the model trained on the shared real clips (`real_model`).
 """
 from __future__ import annotations
 
@@ -15,16 +16,14 @@ import pytest
 import soundfile as sf
 import torch
 from PIL import Image
-from torchvision import datasets, transforms
 
+from conftest import first_clips
 from preprocess.render import save_png
 from train import detect, predict
-from train.checkpoint import atomic_torch_save, load_checkpoint, make_checkpoint
-from train.models import DEFAULT_ARCH, build_model
+from train.checkpoint import atomic_torch_save, load_checkpoint
 
 torch.set_num_threads(1)
 SEED = 0
-LONG_TEST_EPOCHS = 5  # `python -m train --batch-size 32` epochs for the long-recording test (test acc ~0.92)
 NOISE_DB = -50.0      # level (dBFS RMS) of the background noises between the words; the bed is 10 dB lower
 
 
@@ -36,25 +35,6 @@ def manifest(images: Path, split: str | None = None) -> list[dict]:
     return [r for r in rows if split is None or r["split"] == split]
 
 
-def train_small_model(images: Path, out: Path, steps: int = 6, arch: str = DEFAULT_ARCH) -> Path:
-    """A few AdamW steps on the train split: a real (weak) model, fast enough for every test run."""
-    torch.manual_seed(SEED)
-    data = datasets.ImageFolder(images / "train", transform=transforms.ToTensor())
-    loader = torch.utils.data.DataLoader(data, batch_size=32, shuffle=True,
-                                         generator=torch.Generator().manual_seed(SEED))
-    input_size = tuple(data[0][0].shape)
-    model = build_model(arch, len(data.classes), input_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for step, (x, y) in zip(range(steps), loader):
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-    render = json.loads((images / "render.json").read_text())["settings"]
-    atomic_torch_save(make_checkpoint(model.eval(), arch, data.classes, input_size, render), out)
-    return out
-
-
 def run_cli(capsys, *argv) -> tuple[int, list[str], str]:
     capsys.readouterr()  # drop what earlier steps printed (e.g. the trainer's summary)
     code = predict.main([str(a) for a in argv])
@@ -63,29 +43,29 @@ def run_cli(capsys, *argv) -> tuple[int, list[str], str]:
 
 
 @pytest.fixture(scope="module")
-def model_path(real_images, tmp_path_factory) -> Path:
-    return train_small_model(real_images, tmp_path_factory.mktemp("predict_model") / "model.pt")
+def model_path(speech_model) -> Path:
+    return speech_model / "model.pt"
 
 
 @pytest.fixture(scope="module")
-def test_rows(real_images) -> list[dict]:
-    rows = manifest(real_images, "test")
+def test_rows(speech_images) -> list[dict]:
+    rows = manifest(speech_images, "test")
     return [r for r in rows if r["label"] == "yes"][:3] + [r for r in rows if r["label"] == "no"][:3]
 
 
 # ---------------------------------------------------------------- parity
 
-def test_wav_and_png_give_same_pixels_logits_and_label(model_path, real_images, real_data, test_rows, capsys):
+def test_wav_and_png_give_same_pixels_logits_and_label(model_path, speech_images, speech, test_rows, capsys):
     predictor = predict.Predictor(model_path)
     for row in test_rows:
-        wav, png = real_data / row["source"], real_images / row["png"]
+        wav, png = speech / row["source"], speech_images / row["png"]
         from_wav, _ = predictor.load(wav, detect.DEFAULT_HOP_S)
         from_png, _ = predictor.load(png, detect.DEFAULT_HOP_S)
         assert torch.equal(from_wav, from_png), row["source"]
         assert from_wav.shape == (3, 201, 81) and 0.0 <= from_wav.min() and from_wav.max() <= 1.0
 
-    wavs = [real_data / r["source"] for r in test_rows]
-    pngs = [real_images / r["png"] for r in test_rows]
+    wavs = [speech / r["source"] for r in test_rows]
+    pngs = [speech_images / r["png"] for r in test_rows]
     code, lines, err = run_cli(capsys, "--model", model_path, "--json", *wavs, *pngs)
     assert code == 0, err
     answers = [json.loads(line) for line in lines]
@@ -98,8 +78,8 @@ def test_wav_and_png_give_same_pixels_logits_and_label(model_path, real_images, 
 
 # ---------------------------------------------------------------- outputs
 
-def test_text_output_top_k_and_threshold(model_path, real_data, test_rows, capsys):
-    wav = real_data / test_rows[0]["source"]
+def test_text_output_top_k_and_threshold(model_path, speech, test_rows, capsys):
+    wav = speech / test_rows[0]["source"]
     code, lines, _ = run_cli(capsys, "--model", model_path, wav)
     assert code == 0 and len(lines) == 1
     path, label, confidence = lines[0].split()
@@ -123,8 +103,8 @@ def test_text_output_top_k_and_threshold(model_path, real_data, test_rows, capsy
     assert json.loads(lines[0])["label"] == "unknown"
 
 
-def test_folder_is_recursive_and_batched(model_path, real_images, capsys):
-    folder = real_images / "test"
+def test_folder_is_recursive_and_batched(model_path, speech_images, capsys):
+    folder = speech_images / "test"
     expected = sorted(str(p) for p in folder.rglob("*.png"))
     code, lines, err = run_cli(capsys, "--model", model_path, "--batch-size", "16", folder)
     assert code == 0, err
@@ -139,10 +119,10 @@ def test_folder_is_recursive_and_batched(model_path, real_images, capsys):
 
 # ---------------------------------------------------------------- bad input
 
-def test_bad_inputs_are_named_and_the_rest_answered(model_path, real_images, real_data, test_rows, tmp_path,
+def test_bad_inputs_are_named_and_the_rest_answered(model_path, speech_images, speech, test_rows, tmp_path,
                                                     capsys):
-    good_wav = real_data / test_rows[0]["source"]
-    good_png = real_images / test_rows[1]["png"]
+    good_wav = speech / test_rows[0]["source"]
+    good_png = speech_images / test_rows[1]["png"]
     text_wav = tmp_path / "notes.wav"
     text_wav.write_text("this is not audio\n")
     empty_dir = tmp_path / "empty"
@@ -172,8 +152,8 @@ def test_bad_inputs_are_named_and_the_rest_answered(model_path, real_images, rea
     assert "2 answered, 7 failed" in err
 
 
-def test_incompatible_checkpoints_are_refused(model_path, real_data, test_rows, tmp_path, capsys):
-    wav = real_data / test_rows[0]["source"]
+def test_incompatible_checkpoints_are_refused(model_path, speech, test_rows, tmp_path, capsys):
+    wav = speech / test_rows[0]["source"]
     ckpt = load_checkpoint(model_path)
     future = tmp_path / "future.pt"
     atomic_torch_save({**ckpt, "format_version": 99}, future)
@@ -359,24 +339,17 @@ def check_long_recording(model_path: Path, real_images: Path, real_data: Path, t
 
 
 @pytest.mark.slow
-def test_long_recording_finds_each_word_at_its_time(real_images, real_data, tmp_path, capsys):
-    from train.train import main as train_main
-
-    out = tmp_path / "model"
-    assert train_main(["--images", str(real_images), "--out", str(out), "--epochs", str(LONG_TEST_EPOCHS),
-                       "--batch-size", "32", "--workers", "0", "--threads", "2", "--cache",
-                       "--no-progress"]) == 0
-    torch.set_num_threads(1)
-    check_long_recording(out / "model.pt", real_images, real_data, tmp_path, capsys)
+def test_long_recording_finds_each_word_at_its_time(real_model, real_images, real_data, tmp_path, capsys):
+    check_long_recording(real_model / "model.pt", real_images, real_data, tmp_path, capsys)
 
 
 # ---------------------------------------------------------------- benchmark
 
-def test_bench_prints_latency_and_throughput_json(model_path, real_data, tmp_path, capsys):
+def test_bench_prints_latency_and_throughput_json(model_path, speech, tmp_path, capsys):
     folder = tmp_path / "clips"
     for label in ("yes", "no"):
         (folder / label).mkdir(parents=True)
-        for clip in sorted((real_data / label).glob("*.wav"))[:6]:
+        for clip in first_clips(speech, label, 6):
             shutil.copy(clip, folder / label / clip.name)
     (folder / "_background_noise_").mkdir()  # skipped, like preprocess skips it
     code, lines, err = run_cli(capsys, "--model", model_path, "--bench", folder)

@@ -1,5 +1,7 @@
 """train.report: a real (tiny) trained model -> static HTML report, checked in headless Chromium.
 
+The model and its images are the session's synthetic ones (conftest: speech_images, speech_model).
+
 The browser test drives Debian's chromium over the DevTools protocol on a pipe
 (--remote-debugging-pipe: JSON messages separated by NUL on fds 3 and 4), so it needs no extra
 Python package and no network port.
@@ -26,38 +28,21 @@ from PIL import Image
 from train import report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CLIPS_PER_CLASS = 40  # real clips per class in the tiny dataset (80 images, ~25 test images)
 
 
-# ---------------------------------------------------------------- fixtures: real images, a real model
+# ---------------------------------------------------------------- fixtures: the session's images and model
 
 @pytest.fixture(scope="module")
-def tiny_images(real_data, tmp_path_factory) -> Path:
-    """`python -m preprocess` on 40 yes + 40 no real clips (linked, never copied into the project)
-    plus one broken clip, which the manifest records as failed."""
-    from preprocess.prepare import main
-
-    audio = tmp_path_factory.mktemp("report_audio") / "clips"
-    for cls in ("yes", "no"):
-        (audio / cls).mkdir(parents=True)
-        for clip in sorted((real_data / cls).glob("*.wav"))[:CLIPS_PER_CLASS]:
-            (audio / cls / clip.name).symlink_to(clip)
-    (audio / "yes" / "broken_nohash_0.wav").write_bytes(b"RIFF\x00\x00 this is no wave")
-    out = audio.parent / "images"
-    assert main(["--source", "folder", "--root", str(audio), "--out", str(out), "--val-pct", "20",
-                 "--test-pct", "30", "--workers", "1", "--quiet"]) == 1  # 1: some clips failed
-    return out
+def tiny_images(speech_images) -> Path:
+    """The session's synthetic images (conftest): `python -m preprocess` on eSpeak clips plus one
+    broken clip, which the manifest records as failed."""
+    return speech_images
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tiny_images, tmp_path_factory) -> Path:
-    """models/tiny: `python -m train` for 2 epochs on the tiny images (a real, if poor, model)."""
-    from train.train import main
-
-    model_dir = tmp_path_factory.mktemp("report_models") / "tiny"
-    assert main(["--images", str(tiny_images), "--out", str(model_dir), "--epochs", "2", "--workers", "0",
-                 "--threads", "1", "--no-progress"]) == 0
-    return model_dir
+def tiny_model(speech_model) -> Path:
+    """models/tiny: the session's `python -m train` run on tiny_images (a real, if poor, model)."""
+    return speech_model
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +108,7 @@ class StructureChecker(html.parser.HTMLParser):
             self.stack.pop()
 
 
-@pytest.mark.slow  # trains a tiny model (once per module)
+@pytest.mark.slow  # trains the session's tiny model
 def test_report_html_is_valid_structure_with_local_links_only(built_report):
     page = (built_report / "index.html").read_text(encoding="utf-8")
     checker = StructureChecker()
@@ -146,7 +131,7 @@ def test_report_html_is_valid_structure_with_local_links_only(built_report):
             assert (built_report / url).is_file(), f"{tag} links to missing {url}"
 
 
-@pytest.mark.slow  # trains a tiny model (once per module)
+@pytest.mark.slow  # trains the session's tiny model
 def test_report_has_no_machine_paths_in_any_file(built_report, tiny_model):
     machine = [b"/work", b"/tmp", b"file://", str(Path.home()).encode(), str(tiny_model.parent).encode()]
     files = [p for p in built_report.rglob("*") if p.is_file()]
@@ -159,13 +144,13 @@ def test_report_has_no_machine_paths_in_any_file(built_report, tiny_model):
     assert [p.name for p in built_report.parent.iterdir()] == ["report"]
 
 
-@pytest.mark.slow  # trains a tiny model (once per module)
+@pytest.mark.slow  # trains the session's tiny model
 def test_report_content_matches_the_metrics(built_report, tiny_model, tiny_images):
     metrics = _metrics(tiny_model)
     page = (built_report / "index.html").read_text(encoding="utf-8")
     predictions = metrics["test_predictions"]
     errors = [p for p in predictions if p["predicted"] != p["label"]]
-    assert errors, "the tiny model should make some mistakes on real clips"
+    assert errors, "the tiny model should make some mistakes"
     # one card per misclassified image, each with its PNG and its source clip copied in
     error_gallery = page.split('id="errors"')[1].split('id="correct"')[0]
     assert error_gallery.count('<figure class="card">') == len(errors)
@@ -191,7 +176,7 @@ def test_report_content_matches_the_metrics(built_report, tiny_model, tiny_image
     assert 1 <= correct.count('<figure class="card">') <= 3 * len(metrics["classes"])
 
 
-@pytest.mark.slow  # trains a tiny model (once per module)
+@pytest.mark.slow  # trains the session's tiny model
 def test_report_curves_figure_is_a_real_plot(built_report, tiny_model):
     with Image.open(built_report / "curves.png") as figure:
         assert figure.size == (1000, 400)
@@ -200,7 +185,7 @@ def test_report_curves_figure_is_a_real_plot(built_report, tiny_model):
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50  # lines, text, two legend colours
 
 
-@pytest.mark.slow  # trains a tiny model (once per module)
+@pytest.mark.slow  # trains the session's tiny model
 def test_report_caps_the_error_gallery_and_is_deterministic(tiny_model, tmp_path, capsys):
     errors = sum(p["predicted"] != p["label"] for p in _metrics(tiny_model)["test_predictions"])
     first, second = tmp_path / "a", tmp_path / "b"
@@ -216,7 +201,7 @@ def test_report_caps_the_error_gallery_and_is_deterministic(tiny_model, tmp_path
         assert (first / rel).read_bytes() == (second / rel).read_bytes(), rel
 
 
-@pytest.mark.slow  # trains a tiny model (once per module)
+@pytest.mark.slow  # trains the session's tiny model
 def test_report_crash_leaves_the_previous_report_untouched(tiny_model, tmp_path, monkeypatch):
     out = tmp_path / "report"
     assert report.main([str(tiny_model), "--out", str(out)]) == 0
@@ -232,7 +217,7 @@ def test_report_crash_leaves_the_previous_report_untouched(tiny_model, tmp_path,
     assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no temp folder left behind
 
 
-@pytest.mark.slow  # trains a tiny model (once per module)
+@pytest.mark.slow  # trains the session's tiny model
 def test_report_refuses_to_replace_a_folder_that_is_not_a_report(tiny_model, tmp_path, capsys):
     precious = tmp_path / "notes"
     precious.mkdir()
@@ -242,7 +227,7 @@ def test_report_refuses_to_replace_a_folder_that_is_not_a_report(tiny_model, tmp
     assert (precious / "thesis.txt").read_text() == "do not delete"
 
 
-@pytest.mark.slow  # trains a tiny model (once per module)
+@pytest.mark.slow  # trains the session's tiny model
 def test_report_bad_inputs_name_the_file(tiny_model, tmp_path, capsys):
     assert report.main([str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
     assert "nope" in capsys.readouterr().err
@@ -257,7 +242,7 @@ def test_report_bad_inputs_name_the_file(tiny_model, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.slow  # trains a tiny model (once per module)
+@pytest.mark.slow  # trains the session's tiny model
 def test_report_without_audio_root_still_renders(tiny_model, tiny_images, tmp_path, capsys):
     """Source clips moved away: the page says so instead of a broken player."""
     images = tmp_path / "images"

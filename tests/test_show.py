@@ -1,4 +1,4 @@
-"""preprocess.show (per-clip figure) and preprocess.sheet (contact sheet) on real clips and real PNGs."""
+"""preprocess.show (per-clip figure) and preprocess.sheet (contact sheet) on synthetic speech and real PNGs."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import first_clips
 from preprocess import sheet, show
 from preprocess.render import RenderSettings, feature_matrix, render_file, to_levels
+from preprocess.sources import SPLITS, group_id, which_set
 
 CLIPS_PER_CLASS = 6
 
@@ -27,19 +29,29 @@ def _looks_like_a_figure(path: Path, min_size: tuple[int, int]) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def clips(real_data) -> list[Path]:
-    return [real_data / "yes" / "022cd682_nohash_0.wav", real_data / "no" / "03401e93_nohash_0.wav"]
+def clips(speech) -> list[Path]:
+    return first_clips(speech, "yes", 1) + first_clips(speech, "no", 1)
+
+
+def clips_in_every_split(root: Path, label: str, per_split: int) -> list[Path]:
+    """The first `per_split` clips of root/label that the speaker-hash split (30/30) puts in each split."""
+    chosen = {split: [] for split in SPLITS}
+    for clip in first_clips(root, label):
+        split = which_set(group_id(clip.name), 30, 30)
+        if len(chosen[split]) < per_split:
+            chosen[split].append(clip)
+    return [clip for clips in chosen.values() for clip in clips]
 
 
 @pytest.fixture(scope="module")
-def small_images(real_data, tmp_path_factory):
-    """`python -m preprocess` on 6 yes + 6 no real clips, once viridis spectrogram and once gray mel."""
+def small_images(speech, tmp_path_factory):
+    """`python -m preprocess` on 6 yes + 6 no synthetic clips, once viridis spectrogram and once gray mel."""
     from preprocess.prepare import main
 
     audio = tmp_path_factory.mktemp("show_audio") / "clips"
     for cls in ("yes", "no"):
         (audio / cls).mkdir(parents=True)
-        for clip in sorted((real_data / cls).glob("*.wav"))[:CLIPS_PER_CLASS]:
+        for clip in clips_in_every_split(speech, cls, CLIPS_PER_CLASS // 3):
             (audio / cls / clip.name).symlink_to(clip)
     made = {}
     for name, extra in (("viridis", []), ("gray", ["--feature", "mel", "--colormap", "gray"])):
@@ -80,13 +92,13 @@ def test_show_uses_the_renderers_pixels(clips):
 
 
 @pytest.mark.slow  # draws a matplotlib figure
-def test_show_with_images_dir_shows_the_png_preprocess_wrote(small_images, real_data, tmp_path):
+def test_show_with_images_dir_shows_the_png_preprocess_wrote(small_images, speech, tmp_path):
     """--images DIR: the settings of DIR/render.json (here gray mel), so the panel equals the file."""
     images = small_images["gray"]
     settings = show.settings_from(images=images)
     assert settings.feature == "mel" and settings.colormap == "gray"
     png = next(images.rglob("*.png"))
-    source = real_data / png.parent.name / (png.stem + ".wav")
+    source = speech / png.parent.name / (png.stem + ".wav")
     view = show.analyse(source, settings)
     with Image.open(png) as written:
         assert written.mode == "L"

@@ -18,7 +18,7 @@ from preprocess import synth
 from preprocess.espeak import (EngineError, LibraryEngine, Voice, default_library_paths, list_variants,
                                load_engine)
 from preprocess.sources import group_id, which_set
-from tests.conftest import REPO
+from conftest import REPO
 
 torch.set_num_threads(1)
 WORDS = ["yes", "no"]
@@ -167,12 +167,18 @@ def test_bad_options_and_noise_folders_fail_clearly(tmp_path, capsys):
     assert "no usable audio files" in err and "broken.wav" in err
 
 
-def test_noise_dir_recordings_are_mixed_in(real_data, tmp_path):
-    out = tmp_path / "noisy"
-    assert synth.main(["--words", "yes", "--per-word", "4", "--out", str(out), "--variants", "m1", "--quiet",
-                       "--noise-dir", str(real_data / "_background_noise_"), "--workers", "1"]) == 0
+def test_noise_dir_recordings_are_mixed_in(tmp_path):
+    noise_dir = tmp_path / "noise"
+    noise_dir.mkdir()
+    hum = 0.1 * np.sin(2 * np.pi * 50 * np.arange(3 * 16000) / 16000)  # 3 s of mains hum
+    sf.write(noise_dir / "hum.wav", hum.astype(np.float32), 16000)
+    out, plain = tmp_path / "noisy", tmp_path / "plain"
+    for folder, extra in ((out, ["--noise-dir", str(noise_dir)]), (plain, [])):
+        assert synth.main(["--words", "yes", "--per-word", "4", "--out", str(folder), "--variants", "m1",
+                           "--quiet", "--workers", "1", *extra]) == 0
     info = json.loads((out / "synth.json").read_text())
-    assert "running_tap.wav" in info["noise"] and len(list(out.rglob("*.wav"))) == 4
+    assert "hum.wav" in info["noise"] and len(list(out.rglob("*.wav"))) == 4
+    assert wav_bytes(out) != wav_bytes(plain)  # the recording went into some clips
 
 
 def test_coloured_noise_has_the_asked_spectral_slope():

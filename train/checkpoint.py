@@ -97,7 +97,42 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-def load_train_state(path: str | os.PathLike, expected_format: str) -> dict:
-    """Read a training run's resume state (weights, optimizer, scheduler, history) with weights_only=True."""
-    return _load_format(path, expected_format, "training state",
-                        "no saved training state to resume from (train without --resume first)")
+# ---------------------------------------------------------------- resume state (OUT/train_state.pt)
+
+STATE_FILE = "train_state.pt"
+STATE_FORMAT = "specvision-train-state"
+# The flags a resumed run must share with the interrupted one to reach the same result; the run's
+# classes, render settings and process count are checked too (resume_config).
+RESUME_KEYS = ("arch", "epochs", "patience", "select", "batch_size", "lr", "warmup", "weight_decay",
+               "label_smoothing", "seed", "augment", "noise", "ema", "bn_recalibration", "pretrained")
+# The objects with a state_dict() that make up a run in progress (None where a run has no such part).
+STATE_PARTS = ("model", "optimizer", "scheduler", "scaler", "ema")
+
+
+def resume_config(args, world_size: int, classes: list[str], settings_hash: str) -> dict:
+    """What must not change between an interrupted run and its --resume."""
+    return {**{key: getattr(args, key) for key in RESUME_KEYS}, "world_size": world_size,
+            "classes": list(classes), "settings_hash": settings_hash}
+
+
+def save_train_state(path: str | os.PathLike, config: dict, parts: dict, progress: dict) -> None:
+    """Write everything --resume needs: `parts` (STATE_PARTS -> objects with state_dict(), or None),
+    the run's `progress` (history, best weights, counters) and its `config`, atomically."""
+    states = {name: parts[name].state_dict() if parts[name] is not None else None for name in STATE_PARTS}
+    atomic_torch_save({"format": STATE_FORMAT, "config": config, **states, "progress": progress}, path)
+
+
+def load_train_state(path: str | os.PathLike, config: dict, parts: dict) -> dict:
+    """Restore `parts` from a saved run (weights_only=True) after checking its config equals `config`;
+    -> the saved progress. Raises CheckpointError naming the file and every differing setting."""
+    state = _load_format(path, STATE_FORMAT, "training state",
+                         "no saved training state to resume from (train without --resume first)")
+    saved = state["config"]
+    differing = [f"{k}: {saved.get(k)!r} -> {config[k]!r}" for k in config if saved.get(k) != config[k]]
+    if differing:
+        raise CheckpointError(f"{path}: cannot resume with different settings ({'; '.join(differing)}); "
+                              f"use the original flags or start afresh without --resume")
+    for name in STATE_PARTS:
+        if parts[name] is not None and state[name] is not None:
+            parts[name].load_state_dict(state[name])
+    return state["progress"]

@@ -2,8 +2,8 @@
 
     python -m train.evaluate --model models/NAME/model.pt --images images/test [--json]
 
-Uses the trainer's own `evaluate` and `classification_report`, so the numbers are the ones in
-metrics.json's "test" block when pointed at the same images.
+Uses the trainer's own scoring pass (train.engine.score_loader) and `classification_report`, so the
+numbers are the ones in metrics.json's "test" block when pointed at the same images.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from preprocess import cli
 from preprocess.cli import SpecVisionError
 from train.checkpoint import load_model
 from train.data import DataError, SpectrogramFolder
+from train.engine import score_loader
 from train.metrics import classification_report, format_confusion
-from train.train import evaluate
 
 BATCH_SIZE = 128
 
@@ -41,7 +41,7 @@ def score_folder(model, ckpt: dict, images_dir: str | Path, device: str | torch.
     dataset.targets = [target for _, target in dataset.samples]
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     criterion = torch.nn.CrossEntropyLoss()
-    result = evaluate(model, loader, criterion, torch.device(device), desc="evaluate", progress=progress)
+    result = score_loader(model, loader, criterion, torch.device(device), desc="evaluate", progress=progress)
     report = classification_report(result["labels"], result["predictions"], classes)
     return {"accuracy": report["accuracy"], "classes": classes, "per_class": report["per_class"],
             "confusion": report["confusion"], "count": len(dataset)}

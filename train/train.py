@@ -1,5 +1,5 @@
 """Train a CNN on images/<train|val|test>/<class>/*.png (torchvision ImageFolder), like torchvision's
-references/classification/train.py: `train_one_epoch`, `evaluate`, `main`.
+references/classification/train.py (its `train_one_epoch` / `evaluate` are in train/engine.py).
 
     python -m train --images images --out models/NAME             # CPU, minutes for a few thousand images
     torchrun --nproc-per-node 2 -m train --images images --out models/NAME   # DistributedDataParallel
@@ -14,26 +14,26 @@ per-sample augmentations, so a resumed run replays exactly what the uninterrupte
 from __future__ import annotations
 
 import argparse
-import copy
 import math
 import os
 import random
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from preprocess import cli
 from preprocess.cli import SpecVisionError
 from preprocess.render import RenderSettings
-from train.checkpoint import (CheckpointError, atomic_torch_save, cpu_state_dict, load_train_state,
-                              make_checkpoint, unwrap_model)
+from train.checkpoint import (STATE_FILE, CheckpointError, atomic_torch_save, cpu_state_dict, load_train_state,
+                              make_checkpoint, resume_config, save_train_state)
+from train.engine import exponential_average, score_loader, train_one_epoch
 from train.data import (NOISE_PROBABILITY, DataError, NoiseFloor, SpecAugment, Unaugmented, build_datasets,
                         read_render_info)
 from train.metrics import (classification_report, format_confusion, plot_confusion, plot_curves,
@@ -58,141 +58,6 @@ BN_RECALIBRATION = 1024   # training images (un-augmented) that re-estimate Batc
 EMA_EPOCHS = 2.0          # validate/keep an exponential moving average of the weights over ~2 epochs
 
 MODEL_FILE = "model.pt"
-STATE_FILE = "train_state.pt"
-STATE_FORMAT = "specvision-train-state"
-# What a resumed run must share with the interrupted one to reach the same result.
-RESUME_KEYS = ("arch", "epochs", "patience", "select", "batch_size", "lr", "warmup", "weight_decay",
-               "label_smoothing", "seed", "augment", "noise", "ema", "bn_recalibration", "pretrained",
-               "world_size")
-
-
-# ---------------------------------------------------------------- one epoch
-
-def train_one_epoch(model, loader, criterion, optimizer, scheduler, device, scaler=None, amp=False,
-                    desc="train", progress=True, ema=None) -> dict:
-    """One pass over `loader`; -> {"loss", "acc", "images", "seconds"} summed over all processes.
-
-    `ema`: an ExponentialMovingAverage updated after every optimizer step.
-    """
-    model.train()
-    start = time.perf_counter()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    seen = 0
-    # disable=None: a bar on a terminal only; logs get the one line per epoch, not ten bar updates
-    bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=None if progress else True,
-               dynamic_ncols=True)
-    for images, labels in bar:
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        with _autocast(device, amp):
-            logits = model(images)
-            loss = criterion(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        scheduler.step()
-        if ema is not None:
-            ema.update(model)
-        loss_sum += loss.detach().double() * len(labels)
-        correct += (logits.argmax(1) == labels).sum()
-        seen += len(labels)
-        bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", refresh=False)
-    totals = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), dtype=torch.float64,
-                                                                    device=device)])
-    if _distributed():
-        dist.all_reduce(totals)
-    loss_total, correct_total, images_total = totals.tolist()
-    return {"loss": loss_total / images_total, "acc": correct_total / images_total,
-            "images": int(images_total), "seconds": time.perf_counter() - start}
-
-
-class ExponentialMovingAverage:
-    """A copy of the model whose weights follow the trained ones with decay `decay` per step.
-
-    The average of the last ~1/(1-decay) steps is smoother than any single step's weights: its
-    validation score does not jump with the noise of the last batches, so selecting the best epoch
-    on a small validation set picks a genuinely good model (torchvision's reference: --model-ema).
-    Buffers (BatchNorm statistics) are copied, not averaged; they are re-estimated before validation.
-    The decay ramps up over the first steps so early averages are not dominated by the initial weights.
-    """
-
-    def __init__(self, model: nn.Module, decay: float):
-        self.module = copy.deepcopy(unwrap_model(model)).eval()
-        self.module.requires_grad_(False)
-        self.decay = decay
-        self.steps = 0
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        model = unwrap_model(model)  # the bare model inside DistributedDataParallel
-        self.steps += 1
-        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
-        for average, current in zip(self.module.parameters(), model.parameters()):
-            average.lerp_(current.detach(), 1.0 - decay)
-        for average, current in zip(self.module.buffers(), model.buffers()):
-            average.copy_(current)
-
-    def state_dict(self) -> dict:
-        return {"module": self.module.state_dict(), "steps": self.steps}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict(state["module"])
-        self.steps = state["steps"]
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(model, loader, device, amp=False) -> None:
-    """Re-estimate BatchNorm running statistics as exact averages over `loader` (weights unchanged).
-
-    With few steps per epoch and AdamW moving the weights fast, the default running averages
-    (momentum 0.1) trail the weights by several epochs and validation scores swing to chance;
-    "precise BN" makes evaluation use statistics of the current weights.
-    """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    momenta = [m.momentum for m in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # cumulative average
-    was_training = model.training
-    model.train()
-    for images, _ in loader:
-        with _autocast(device, amp):
-            model(images.to(device, non_blocking=True))
-    for norm, momentum in zip(norms, momenta):
-        norm.momentum = momentum
-    model.train(was_training)
-
-
-@torch.inference_mode()
-def evaluate(model, loader, criterion, device, amp=False, desc="eval", progress=True) -> dict:
-    """-> {"loss", "acc", "labels", "predictions", "confidences"} (lists in dataset order)."""
-    model.eval()
-    loss_sum, labels_all, predictions, confidences = 0.0, [], [], []
-    bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=None if progress else True,
-               dynamic_ncols=True)  # None: only on a terminal, as in train_one_epoch
-    for images, labels in bar:
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        with _autocast(device, amp):
-            logits = model(images)
-        loss_sum += criterion(logits.float(), labels).item() * len(labels)
-        probabilities = logits.float().softmax(1)
-        confidence, predicted = probabilities.max(1)
-        labels_all += labels.tolist()
-        predictions += predicted.tolist()
-        confidences += confidence.tolist()
-    count = max(len(labels_all), 1)
-    correct = sum(p == t for p, t in zip(predictions, labels_all))
-    return {"loss": loss_sum / count, "acc": correct / count, "labels": labels_all,
-            "predictions": predictions, "confidences": confidences}
 
 
 # ---------------------------------------------------------------- a whole run
@@ -244,9 +109,9 @@ class Training:
         self.ema = None
         if args.ema > 0:
             decay = 1.0 - 1.0 / max(1.0, args.ema * len(self.train_loader))
-            self.ema = ExponentialMovingAverage(self.model, decay)
+            self.ema = exponential_average(self.model, decay)
         # The weights that are validated, kept as the best and saved: the average when there is one.
-        self.evaluated = self.ema.module if self.ema is not None else self.model
+        self.candidate = self.ema.module if self.ema is not None else self.model
 
         self.history: list[dict] = []
         self.best = {"epoch": 0, "val_acc": -1.0, "val_loss": math.inf, "state_dict": None}
@@ -320,12 +185,16 @@ class Training:
         start = time.perf_counter()
         train = train_one_epoch(self.net, self.train_loader, self.criterion, self.optimizer, self.scheduler,
                                 self.device, self.scaler, self.amp, desc=f"epoch {epoch}/{self.args.epochs}",
-                                progress=self.progress, ema=self.ema)
+                                progress=self.progress, ema=self.ema,
+                                ema_copy_steps=int(self.args.warmup * self.scheduler.total_steps))
         if self.calibration_loader is not None:
-            recalibrate_batchnorm(self.evaluated, self.calibration_loader, self.device, self.amp)
+            # "Precise BN": with few steps per epoch and AdamW moving the weights fast, running
+            # averages (momentum 0.1) trail the weights by epochs and validation swings to chance;
+            # exact averages over clean training images give statistics of the current weights.
+            update_bn(self.calibration_loader, self.candidate, self.device)
         self._sync_buffers()
-        val = evaluate(self.evaluated, self.val_loader, self.criterion, self.device, self.amp,
-                       desc="val", progress=self.progress)
+        val = score_loader(self.candidate, self.val_loader, self.criterion, self.device, self.amp,
+                           desc="val", progress=self.progress)
         record = {"epoch": epoch, "train_loss": train["loss"], "train_acc": train["acc"],
                   "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr,
                   "seconds": time.perf_counter() - start}
@@ -339,7 +208,7 @@ class Training:
             improved = val["loss"] < self.best["val_loss"]
         if improved:
             self.best = {"epoch": epoch, "val_acc": val["acc"], "val_loss": val["loss"],
-                         "state_dict": cpu_state_dict(self.evaluated)}
+                         "state_dict": cpu_state_dict(self.candidate)}
             self.stale_epochs = 0
         else:
             self.stale_epochs += 1
@@ -368,8 +237,8 @@ class Training:
         if self.is_main:
             self.model.load_state_dict(self.best["state_dict"])
             test_loader = self._eval_loader("test")
-            test = evaluate(self.model, test_loader, self.criterion, self.device, self.amp,
-                            desc="test", progress=self.progress)
+            test = score_loader(self.model, test_loader, self.criterion, self.device, self.amp,
+                                desc="test", progress=self.progress)
             report = classification_report(test["labels"], test["predictions"], self.classes)
             images_dir = Path(self.args.images)
             metrics = {
@@ -404,42 +273,24 @@ class Training:
                                           self.render["settings"], metrics), self.out / MODEL_FILE)
 
     def _resume_config(self) -> dict:
-        config = {key: getattr(self.args, key) for key in RESUME_KEYS if key != "world_size"}
-        config.update(world_size=self.world_size, classes=self.classes,
-                      settings_hash=RenderSettings.from_dict(self.render["settings"]).digest())
-        return config
+        return resume_config(self.args, self.world_size, self.classes, self.settings.digest())
+
+    def _state_parts(self) -> dict:
+        return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler,
+                "scaler": self.scaler, "ema": self.ema}
 
     def _save_state(self) -> None:
-        atomic_torch_save({
-            "format": STATE_FORMAT, "config": self._resume_config(), "history": self.history,
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "best": self.best, "stale_epochs": self.stale_epochs, "stopped_early": self.stopped_early,
-            "train_images": self.train_images, "train_seconds": self.train_seconds,
-        }, self.out / STATE_FILE)
+        save_train_state(self.out / STATE_FILE, self._resume_config(), self._state_parts(), {
+            "history": self.history, "best": self.best, "stale_epochs": self.stale_epochs,
+            "stopped_early": self.stopped_early, "train_images": self.train_images,
+            "train_seconds": self.train_seconds})
 
     def _load_state(self) -> None:
         path = self.out / STATE_FILE
-        state = load_train_state(path, STATE_FORMAT)
-        saved, now = state["config"], self._resume_config()
-        differing = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now if saved.get(k) != now[k]]
-        if differing:
-            raise CheckpointError(f"{path}: cannot resume with different settings ({'; '.join(differing)}); "
-                                  f"use the original flags or start afresh without --resume")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state["scaler"] is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
-        self.history = state["history"]
-        self.best = state["best"]
-        self.stale_epochs = state["stale_epochs"]
-        self.stopped_early = state["stopped_early"]
-        self.train_images, self.train_seconds = state["train_images"], state["train_seconds"]
+        progress = load_train_state(path, self._resume_config(), self._state_parts())
+        self.history, self.best = progress["history"], progress["best"]
+        self.stale_epochs, self.stopped_early = progress["stale_epochs"], progress["stopped_early"]
+        self.train_images, self.train_seconds = progress["train_images"], progress["train_seconds"]
         if self.is_main:
             _log(f"resuming {path} after epoch {self.epochs_done} (best val acc {self.best['val_acc']:.4f} "
                  f"at epoch {self.best['epoch']})")
@@ -447,7 +298,7 @@ class Training:
     def _sync_buffers(self) -> None:
         """Give every process rank 0's BatchNorm statistics, so all validate (and stop) identically."""
         if self.world_size > 1:
-            for buffer in self.evaluated.buffers():
+            for buffer in self.candidate.buffers():
                 dist.broadcast(buffer, 0)
 
 
@@ -593,12 +444,6 @@ def _describe(training: Training) -> str:
 
 def _log(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
-
-
-def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
-    return nullcontext()
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
