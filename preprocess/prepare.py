@@ -1,19 +1,24 @@
 """python -m preprocess: render every labelled clip once to a spectrogram PNG in class folders.
 
     OUT/render.json                      the render settings (re-runs must use the same ones)
-    OUT/manifest.csv                     one row per clip: source, sha256, split, label, png, status, reason
+    OUT/manifest.csv                     one row per clip: source, sha256, split, label, png, status,
+                                         reason, size, mtime_ns (the clip's file when it was rendered)
     OUT/<train|val|test>/<class>/<name>.png
 
 Re-runs are incremental: a clip whose audio bytes (SHA-256) and settings match its existing PNG is
-skipped, a changed clip is rendered again, PNGs whose clip is gone are deleted. The state is read
-from the manifest and, for PNGs newer than it (a killed run), from the PNGs' own metadata, so a run
-killed at any point and started again ends with a complete, correct OUT.
+skipped, a changed clip is rendered again, PNGs whose clip is gone are deleted. A clip whose file
+size and mtime still match its manifest row is skipped without being read at all (decided before
+any work is handed out), so a re-run with nothing to do reads no audio; any other clip is read and
+its hash decides. The state is read from the manifest and, for PNGs newer than it (a killed run),
+from the PNGs' own metadata, so a run killed at any point and started again ends with a complete,
+correct OUT.
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import csv
+import dataclasses
 import fcntl
 import hashlib
 import io
@@ -37,10 +42,14 @@ DEFAULT_WORDS = ["yes", "no"]          # speechcommands default; the folder sour
 DEFAULT_DATA_DIR = "data"              # where a downloaded Speech Commands copy is kept
 RENDER_JSON = "render.json"
 MANIFEST = "manifest.csv"
-MANIFEST_FIELDS = ("source", "sha256", "split", "label", "png", "status", "reason")
+MANIFEST_FIELDS = ("source", "sha256", "split", "label", "png", "status", "reason", "size", "mtime_ns")
 LOCK_FILE = ".preprocess.lock"
 STAGING = ".staging"                    # OUT/.staging/<pid>/: each worker's temp files (see render_task)
 MAX_CHUNK = 16                          # clips per worker message: amortises pickling, evens the last chunks
+# A clip modified less than this before its stat was taken is not trusted by its stat next time
+# (hashed instead): file times are coarse (a clock tick; 2 s on FAT), so a write right after our
+# read could leave the same size and mtime behind. git's "racy clean" entries, the same idea.
+RACY_WINDOW_NS = 2_000_000_000
 
 
 class PrepareError(Exception):
@@ -180,23 +189,31 @@ def read_manifest(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def existing_images(out: Path, settings_hash: str, manifest_trusted: bool) -> dict[str, tuple[str, str]]:
-    """png (relative to OUT) -> (source, sha256) for every PNG on disk rendered with these settings.
+class Existing(collections.namedtuple("Existing", "source sha256 size mtime_ns")):
+    """What an existing PNG was rendered from; size and mtime_ns ('' if unknown) of the clip's file."""
 
-    The manifest answers for PNGs not modified since it was written; newer PNGs (written by a run
-    that was killed before its manifest) and a missing manifest fall back to the PNG metadata.
+
+def existing_images(out: Path, settings_hash: str, manifest_trusted: bool,
+                    manifests: tuple[Path, ...] = ()) -> dict[str, Existing]:
+    """png (relative to OUT) -> Existing, for every PNG on disk rendered with these settings.
+
+    The manifest (and any extra `manifests`, e.g. a shard's part) answers for PNGs not modified since
+    it was written; newer PNGs (written by a run that was killed before its manifest) and a missing
+    manifest fall back to the PNG metadata (which has no file stat: those clips are hashed again).
     """
     on_disk = {p.relative_to(out).as_posix(): p
                for split in sources.SPLITS if (out / split).is_dir()
                for p in (out / split).rglob("*.png")}
-    known: dict[str, tuple[str, str]] = {}
-    manifest = out / MANIFEST
-    if manifest_trusted and manifest.is_file():
+    known: dict[str, Existing] = {}
+    for manifest in ((out / MANIFEST,) if manifest_trusted else ()) + manifests:
+        if not manifest.is_file():
+            continue
         written = manifest.stat().st_mtime_ns
         for row in read_manifest(manifest):
             path = on_disk.get(row.get("png") or "")
             if row.get("status") == "ok" and path is not None and path.stat().st_mtime_ns <= written:
-                known[row["png"]] = (row["source"], row["sha256"])
+                known[row["png"]] = Existing(row["source"], row["sha256"], row.get("size") or "",
+                                             row.get("mtime_ns") or "")
     for rel, path in on_disk.items():
         if rel in known:
             continue
@@ -205,7 +222,7 @@ def existing_images(out: Path, settings_hash: str, manifest_trusted: bool) -> di
         except Exception:  # unreadable PNG: treated as absent, so it is rendered again or removed
             continue
         if meta.get("settings_hash") == settings_hash and "source" in meta and "sha256" in meta:
-            known[rel] = (meta["source"], meta["sha256"])
+            known[rel] = Existing(meta["source"], meta["sha256"], "", "")
     return known
 
 
@@ -265,17 +282,42 @@ def remove_stale(out: Path, keep: set[str], notes: list[str]) -> int:
     return removed
 
 
-def plan_tasks(clips: list[sources.Clip], names: list[str], existing: dict[str, tuple[str, str]],
-               out: Path, settings: RenderSettings) -> list[tuple]:
-    """One render_task per clip, carrying the SHA-256 its existing PNG was rendered from (or '')."""
-    tasks, settings_hash = [], settings.digest()
+@dataclasses.dataclass
+class Plan:
+    tasks: list[tuple]              # render_task inputs: the clips that must be read
+    up_to_date: dict[int, str]      # clip index -> sha256: same file stat as rendered, PNG there; not read
+    stats: list[tuple[str, str]]    # per clip: (size, mtime_ns) for the manifest, ('', '') if not trusted
+
+
+def file_stat(path: Path, now_ns: int) -> tuple[str, str]:
+    """(size, mtime_ns) of a clip's file as manifest strings; ('', '') if it cannot be stat'ed or was
+    modified within RACY_WINDOW_NS (then its next run hashes it rather than trust the stat)."""
+    try:
+        stat = os.stat(path)
+    except OSError:  # missing or a dangling link: render_task reports it
+        return "", ""
+    if stat.st_mtime_ns > now_ns - RACY_WINDOW_NS:
+        return "", ""
+    return str(stat.st_size), str(stat.st_mtime_ns)
+
+
+def plan_tasks(clips: list[sources.Clip], names: list[str], existing: dict[str, Existing],
+               out: Path, settings: RenderSettings) -> Plan:
+    """Which clips to read: a render_task per clip (carrying the SHA-256 its existing PNG was rendered
+    from, or ''), except clips whose file has the size and mtime recorded when their PNG was made."""
+    plan, settings_hash, now_ns = Plan([], {}, []), settings.digest(), time.time_ns()
     for index, (clip, name) in enumerate(zip(clips, names)):
-        old_source, old_sha = existing.get(name, ("", ""))
+        stat = file_stat(clip.path, now_ns)
+        plan.stats.append(stat)
+        old = existing.get(name)
+        old_sha = old.sha256 if old is not None and old.source == clip.source else ""
+        if old_sha and stat[0] and stat == (old.size, old.mtime_ns):
+            plan.up_to_date[index] = old_sha
+            continue
         metadata = {"source": clip.source, "label": clip.label, "split": clip.split,
                     "settings_hash": settings_hash}
-        tasks.append((index, str(clip.path), str(out / name),
-                      old_sha if old_source == clip.source else "", metadata))
-    return tasks
+        plan.tasks.append((index, str(clip.path), str(out / name), old_sha, metadata))
+    return plan
 
 
 # ---------------------------------------------------------------- workers
@@ -399,19 +441,26 @@ def prepare(args: argparse.Namespace) -> int:
             indent=2) + "\n")
 
         names, notes = png_paths(clips)
-        tasks = plan_tasks(clips, names, existing_images(out, settings.digest(), manifest_trusted),
-                           out, settings)
+        plan = plan_tasks(clips, names, existing_images(out, settings.digest(), manifest_trusted),
+                          out, settings)
         rows: list[dict] = [{}] * len(clips)
         counts: collections.Counter = collections.Counter()
+
+        def record(index: int, sha: str, status: str, reason: str) -> None:
+            clip, ok = clips[index], status != "failed"
+            counts[status] += 1
+            size, mtime_ns = plan.stats[index] if ok else ("", "")
+            rows[index] = {"source": clip.source, "sha256": sha, "split": clip.split, "label": clip.label,
+                           "png": names[index] if ok else "", "status": "ok" if ok else "failed",
+                           "reason": reason, "size": size, "mtime_ns": mtime_ns}
+
+        for index, sha in plan.up_to_date.items():
+            record(index, sha, "skipped", "")
         staging = out / STAGING
         shutil.rmtree(staging, ignore_errors=True)  # temp files of a killed run
         try:
-            for index, sha, status, reason in run_tasks(tasks, settings, staging, args.workers, args.quiet):
-                clip = clips[index]
-                counts[status] += 1
-                rows[index] = {"source": clip.source, "sha256": sha, "split": clip.split,
-                               "label": clip.label, "png": names[index] if status != "failed" else "",
-                               "status": "failed" if status == "failed" else "ok", "reason": reason}
+            for result in run_tasks(plan.tasks, settings, staging, args.workers, args.quiet):
+                record(*result)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         removed = remove_stale(out, {r["png"] for r in rows if r["status"] == "ok"}, notes)

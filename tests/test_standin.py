@@ -3,7 +3,10 @@ growing it, and `--source speechcommands` on it giving the official split."""
 from __future__ import annotations
 
 import csv
+import os
 import re
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,11 @@ NAME = re.compile(r"[0-9a-f]{8}_nohash_[0-9]+\.wav")
 def make_standin(out: Path, per_word: int = PER_WORD, words=WORDS) -> int:
     return synth.main(["--layout", "speechcommands", "--words", *words, "--per-word", str(per_word),
                        "--out", str(out), "--seed", "0", "--workers", "2", "--quiet"])
+
+
+def read_rows(out: Path) -> list[dict]:
+    with open(out / prepare.MANIFEST, newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def read_list(path: Path) -> list[str]:
@@ -82,8 +90,7 @@ def test_speechcommands_source_gives_the_official_split(standin_dir, tmp_path):
     code = prepare.main(["--source", "speechcommands", "--root", str(standin_dir), "--words", *WORDS,
                          "--out", str(out), "--workers", "2", "--quiet"])
     assert code == 0
-    with open(out / prepare.MANIFEST, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_rows(out)
     assert len(rows) == len(WORDS) * PER_WORD
     assert {r["source"]: r["split"] for r in rows} == {
         r["source"]: SPLIT_OF_SET[standin.which_set(r["source"])] for r in rows}
@@ -116,3 +123,69 @@ def test_all_35_words_by_default(tmp_path):
     words = sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith("_"))
     assert words == standin.WORDS and len(words) == 35
     assert sum(1 for _ in out.glob("*/*_nohash_0.wav")) == 35
+
+
+# ---------------------------------------------------------------- re-runs at scale: stat check
+
+_OPENED: list[str] = []
+_WATCH: list[str] = []  # path prefix whose opens are recorded (empty: none)
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event == "open" and _WATCH and isinstance(args[0], (str, Path)) and str(args[0]).startswith(_WATCH[0]):
+        _OPENED.append(str(args[0]))
+
+
+def render(root: Path, out: Path, workers: int = 2) -> int:
+    return prepare.main(["--source", "speechcommands", "--root", str(root), "--words", *WORDS,
+                         "--out", str(out), "--workers", str(workers), "--quiet"])
+
+
+def backdate(root: Path, seconds: float = 3600) -> None:
+    """Give every clip an old mtime, as an extracted download's files have."""
+    for path in root.rglob("*.wav"):
+        stat = path.stat()
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns - int(seconds * 1e9)))
+
+
+def test_noop_rerun_reads_no_audio_and_added_clips_alone_are_rendered(standin_dir, tmp_path, capsys):
+    root = tmp_path / "speech_commands"
+    shutil.copytree(standin_dir, root)
+    backdate(root)
+    out = tmp_path / "images"
+    assert render(root, out) == 0
+    rows = {r["source"]: r for r in read_rows(out)}
+    assert all(r["size"] and r["mtime_ns"] for r in rows.values())  # old files: their stat is trusted
+    first = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*.png")}
+    capsys.readouterr()
+
+    sys.addaudithook(_audit)  # every Python-level open() / os.open() in this process
+    _WATCH[:] = [str(root)]
+    try:
+        assert render(root, out, workers=1) == 0  # in this process, so the hook sees every open
+    finally:
+        _WATCH.clear()
+    assert [p for p in _OPENED if p.endswith(".wav")] == []
+    assert "rendered 0, up to date 48, failed 0" in capsys.readouterr().out
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*.png")} == first
+
+    assert make_standin(root, per_word=PER_WORD + 4) == 0  # 4 more clips of each word
+    capsys.readouterr()
+    assert render(root, out) == 0
+    assert "rendered 12, up to date 48, failed 0" in capsys.readouterr().out
+    for path, (data, mtime_ns) in first.items():  # the old images were not written again
+        assert (path.read_bytes(), path.stat().st_mtime_ns) == (data, mtime_ns)
+
+    # The proof that is independent of the process: the old clips' bytes are replaced by noise of the
+    # same size and their mtimes restored. A run that read them would hash and fail to decode them.
+    for source, row in rows.items():
+        path = root / source
+        path.write_bytes(os.urandom(int(row["size"])))
+        os.utime(path, ns=(int(row["mtime_ns"]), int(row["mtime_ns"])))
+    assert render(root, out) == 0
+    assert "rendered 0, up to date 60, failed 0" in capsys.readouterr().out
+    # a changed stat falls back to the hash: this clip is read, and its noise is reported
+    touched = sorted(rows)[0]
+    os.utime(root / touched, ns=(0, int(rows[touched]["mtime_ns"]) + 1))
+    assert render(root, out) == 1
+    assert f"{touched}: " in capsys.readouterr().out
