@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import csv
 import dataclasses
 import fcntl
@@ -33,7 +34,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from preprocess import download, sources
+from preprocess import download, shards, sources
 from preprocess.atomic import atomic_write_text
 from preprocess.render import AudioError, RenderSettings, read_png_metadata, render_file, save_png
 
@@ -120,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="parallel processes (default: all cores, %(default)s)")
     run.add_argument("--force", action="store_true",
                      help="delete OUT's images and rebuild, even if OUT was rendered with other settings")
+    run.add_argument("--shard", metavar="K/N",
+                     help="render only slice K of N (1 <= K <= N; a stable hash of each clip's path) into "
+                          "OUT, e.g. one per machine on shared storage; shards run side by side and each "
+                          "writes a manifest part; then run --merge-shards N")
+    run.add_argument("--merge-shards", type=int, metavar="N",
+                     help="after all N shards finished: check their parts, write OUT/manifest.csv (the "
+                          "same as a one-process run's) and remove stale PNGs; needs only --out")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -194,16 +202,19 @@ class Existing(collections.namedtuple("Existing", "source sha256 size mtime_ns")
 
 
 def existing_images(out: Path, settings_hash: str, manifest_trusted: bool,
-                    manifests: tuple[Path, ...] = ()) -> dict[str, Existing]:
+                    manifests: tuple[Path, ...] = (), wanted: set[str] | None = None) -> dict[str, Existing]:
     """png (relative to OUT) -> Existing, for every PNG on disk rendered with these settings.
 
     The manifest (and any extra `manifests`, e.g. a shard's part) answers for PNGs not modified since
     it was written; newer PNGs (written by a run that was killed before its manifest) and a missing
     manifest fall back to the PNG metadata (which has no file stat: those clips are hashed again).
+    `wanted`: only these PNGs (a shard's), not the ones other shards may be writing right now.
     """
     on_disk = {p.relative_to(out).as_posix(): p
                for split in sources.SPLITS if (out / split).is_dir()
                for p in (out / split).rglob("*.png")}
+    if wanted is not None:
+        on_disk = {rel: p for rel, p in on_disk.items() if rel in wanted}
     known: dict[str, Existing] = {}
     for manifest in ((out / MANIFEST,) if manifest_trusted else ()) + manifests:
         if not manifest.is_file():
@@ -419,6 +430,35 @@ def summary(out: Path, rows: list[dict], counts: collections.Counter, removed: i
 
 # ---------------------------------------------------------------- main
 
+@contextlib.contextmanager
+def folder_lock(path: Path, shared: bool, busy: str):
+    """Hold a POSIX lock on `path` (shared or exclusive), or PrepareError(busy) if it is taken.
+
+    lockf, not flock: a POSIX lock is not inherited by the forked workers, so a killed run never
+    leaves the folder locked behind it (and it works on NFS).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:  # readable and writable: a shared lock needs read access
+        try:
+            fcntl.lockf(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except OSError:
+            raise PrepareError(busy) from None
+        yield
+
+
+@contextlib.contextmanager
+def out_dir_lock(out: Path, shard: shards.Shard | None):
+    """One-process runs and merges own OUT alone; shards share it, each holding its own shard lock."""
+    with folder_lock(out / LOCK_FILE, shard is not None,
+                     f"{out}: another `python -m preprocess` is writing there"
+                     + (" (a one-process run or a merge)" if shard else "")):
+        if shard is None:
+            yield
+            return
+        with folder_lock(shards.lock_path(out, shard), False, f"{out}: shard {shard.name} is already running"):
+            yield
+
+
 def prepare(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
@@ -427,22 +467,22 @@ def prepare(args: argparse.Namespace) -> int:
         raise PrepareError(f"render settings: {err}") from None
     clips, source = collect_clips(args)
     out: Path = args.out
+    shard: shards.Shard | None = args.shard
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / LOCK_FILE, "w") as lock:
-        try:
-            # lockf, not flock: a POSIX lock is not inherited by the forked workers, so a killed
-            # run never leaves the folder locked behind it
-            fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise PrepareError(f"{out}: another `python -m preprocess` is writing there") from None
+    with out_dir_lock(out, shard):
         manifest_trusted = check_out_dir(out, settings, source, args.force)
         atomic_write_text(out / RENDER_JSON, json.dumps(
             {"settings": settings.to_dict(), "settings_hash": settings.digest(), "source": source},
             indent=2) + "\n")
 
-        names, notes = png_paths(clips)
-        plan = plan_tasks(clips, names, existing_images(out, settings.digest(), manifest_trusted),
-                          out, settings)
+        names, notes = png_paths(clips)  # on the whole list: a shard names its PNGs as one run would
+        all_clips = clips
+        if shard:
+            clips, names = shards.select(shard, clips, names)
+        existing = existing_images(out, settings.digest(), manifest_trusted,
+                                   (shards.part_csv(out, shard),) if shard else (),
+                                   set(names) if shard else None)
+        plan = plan_tasks(clips, names, existing, out, settings)
         rows: list[dict] = [{}] * len(clips)
         counts: collections.Counter = collections.Counter()
 
@@ -456,17 +496,54 @@ def prepare(args: argparse.Namespace) -> int:
 
         for index, sha in plan.up_to_date.items():
             record(index, sha, "skipped", "")
-        staging = out / STAGING
+        staging = out / STAGING / f"shard-{shard.name}" if shard else out / STAGING
         shutil.rmtree(staging, ignore_errors=True)  # temp files of a killed run
         try:
             for result in run_tasks(plan.tasks, settings, staging, args.workers, args.quiet):
                 record(*result)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        if shard:  # stale PNGs may be another shard's clips: the merge removes them
+            removed = 0
+            write_manifest(shards.part_csv(out, shard), rows)
+            shards.write_record(out, shard, {"clips": len(rows), "clips_total": len(all_clips),
+                                             "clip_list": shards.clip_list_digest(all_clips),
+                                             "settings_hash": settings.digest(), "counts": dict(counts)})
+        else:
+            removed = remove_stale(out, {r["png"] for r in rows if r["status"] == "ok"}, notes)
+            write_manifest(out / MANIFEST, rows)
+    print(summary(out, rows, counts, removed, notes, time.perf_counter() - start))
+    if shard:
+        print(f"shard {shard.index}/{shard.count}: {len(rows)} of {len(all_clips)} clips; part "
+              f"{shards.part_csv(out, shard)}. When all {shard.count} shards have finished: "
+              f"python -m preprocess --merge-shards {shard.count} --out {out}")
+    return 1 if counts["failed"] else 0
+
+
+def merge_shards(out: Path, count: int) -> int:
+    """Merge the manifest parts of an N-shard run into OUT/manifest.csv, as one process would write it."""
+    start = time.perf_counter()
+    record_path = out / RENDER_JSON
+    try:
+        settings_hash = json.loads(record_path.read_text())["settings_hash"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise PrepareError(f"{record_path}: no usable render record ({err}); were the shards run "
+                           f"with --out {out}?") from None
+    with out_dir_lock(out, None):
+        parts = shards.finished_parts(out, count, settings_hash)
+        rows = sorted((row for shard, _ in parts for row in read_manifest(shards.part_csv(out, shard))),
+                      key=lambda row: row["source"])  # the clip order of a one-process run
+        counts: collections.Counter = collections.Counter()
+        for _, record in parts:
+            counts.update(record.get("counts", {}))
+        notes: list[str] = []
         removed = remove_stale(out, {r["png"] for r in rows if r["status"] == "ok"}, notes)
         write_manifest(out / MANIFEST, rows)
-    print(summary(out, rows, counts, removed, notes, time.perf_counter() - start))
-    return 1 if counts["failed"] else 0
+        shutil.rmtree(out / STAGING, ignore_errors=True)
+        shutil.rmtree(shards.parts_dir(out))  # merged: the manifest now answers for every clip
+    print(summary(out, rows, counts, removed, notes, time.perf_counter() - start)
+          .replace("preprocess:", f"preprocess --merge-shards {count}:", 1))
+    return 1 if any(r["status"] == "failed" for r in rows) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -475,8 +552,17 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --workers must be at least 1", file=sys.stderr)
         return 2
     try:
+        if args.merge_shards is not None:
+            if args.shard or args.merge_shards < 1:
+                raise PrepareError("--merge-shards N needs N >= 1 and no --shard")
+            return merge_shards(args.out, args.merge_shards)
+        if args.shard is not None:
+            args.shard = shards.parse_shard(args.shard)
+            if args.force:
+                raise PrepareError("--force cannot be used with --shard (it would delete the other "
+                                   "shards' images); use --force in a one-process run")
         return prepare(args)
-    except (PrepareError, sources.SourceError, download.DownloadError) as err:
+    except (PrepareError, sources.SourceError, download.DownloadError, shards.ShardError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
