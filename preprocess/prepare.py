@@ -1,13 +1,17 @@
 """python -m preprocess: render every labelled clip once to a spectrogram PNG in class folders.
 
     OUT/render.json                      the render settings (re-runs must use the same ones)
-    OUT/manifest.csv                     one row per clip: source, sha256, split, label, png, status, reason
+    OUT/manifest.csv                     one row per clip: source, sha256, split, label, png, status,
+                                         reason, size, mtime_ns (the clip's file when it was rendered)
     OUT/<train|val|test>/<class>/<name>.png
 
 Re-runs are incremental: a clip whose audio bytes (SHA-256) and settings match its existing PNG is
-skipped, a changed clip is rendered again, PNGs whose clip is gone are deleted. The state is read
-from the manifest and, for PNGs newer than it (a killed run), from the PNGs' own metadata, so a run
-killed at any point and started again ends with a complete, correct OUT.
+skipped, a changed clip is rendered again, PNGs whose clip is gone are deleted. A clip whose file
+size and mtime still match its manifest row is skipped without being read at all (decided before
+any work is handed out), so a re-run with nothing to do reads no audio; any other clip is read and
+its hash decides. The state is read from the manifest and, for PNGs newer than it (a killed run),
+from the PNGs' own metadata, so a run killed at any point and started again ends with a complete,
+correct OUT.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import argparse
 import collections
 import contextlib
 import csv
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -34,9 +39,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from preprocess import cli
+from preprocess import cli, download, shards, sources
 from preprocess.cli import SpecVisionError
-from preprocess import download, sources
 from preprocess.atomic import atomic_write_text
 from preprocess.render import (MAX_AUDIO_SECONDS, AudioError, RenderSettings, open_audio, read_png_metadata,
                                render_file, save_png)
@@ -46,13 +50,17 @@ DEFAULT_WORDS = ["yes", "no"]          # speechcommands default; the folder sour
 DEFAULT_DATA_DIR = "data"              # where a downloaded Speech Commands copy is kept
 RENDER_JSON = "render.json"
 MANIFEST = "manifest.csv"
-MANIFEST_FIELDS = ("source", "sha256", "split", "label", "png", "status", "reason")
+MANIFEST_FIELDS = ("source", "sha256", "split", "label", "png", "status", "reason", "size", "mtime_ns")
 LOCK_FILE = ".preprocess.lock"
 STAGING = ".staging"                    # OUT/.staging/<pid>/: each worker's temp files (see render_task)
 MAX_CHUNK = 16                          # clips per worker message: amortises pickling, evens the last chunks
 READ_ONCE_BYTES = 32 << 20              # files up to this size are read once (hashed + decoded from memory)
 CLIP_TIMEOUT = 600.0                    # seconds one clip may take before its worker is killed
 WATCHDOG_S = 1.0                        # how often the main process looks for dead or stuck workers
+# A clip modified less than this before its stat was taken is not trusted by its stat next time
+# (hashed instead): file times are coarse (a clock tick; 2 s on FAT), so a write right after our
+# read could leave the same size and mtime behind. git's "racy clean" entries, the same idea.
+RACY_WINDOW_NS = 2_000_000_000
 
 
 class PrepareError(SpecVisionError):
@@ -128,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--clip-timeout", type=float, default=CLIP_TIMEOUT, metavar="S",
                      help="with --workers > 1: a clip that takes longer is stopped and recorded as failed "
                           "(default: %(default)g)")
+    run.add_argument("--shard", metavar="K/N",
+                     help="render only slice K of N (1 <= K <= N; a stable hash of each clip's path) into "
+                          "OUT, e.g. one per machine on shared storage; shards run side by side and each "
+                          "writes a manifest part; then run --merge-shards N")
+    run.add_argument("--merge-shards", type=int, metavar="N",
+                     help="after all N shards finished: check their parts, write OUT/manifest.csv (the "
+                          "same as a one-process run's) and remove stale PNGs; needs only --out")
     cli.add_quiet_flag(run)
     return parser
 
@@ -170,10 +185,9 @@ def check_out_path(out: Path, root: Path) -> None:
                            f"images as audio folders; choose an --out outside it")
 
 
-def open_lock(out: Path):
-    """OUT's lock file, opened without following a link and without truncating: a symlink planted there
+def open_lock(path: Path):
+    """A lock file, opened without following a link and without truncating: a symlink planted there
     never lets a run clobber its target."""
-    path = out / LOCK_FILE
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
     except OSError as err:
@@ -221,23 +235,34 @@ def read_manifest(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def existing_images(out: Path, settings_hash: str, manifest_trusted: bool) -> dict[str, tuple[str, str]]:
-    """png (relative to OUT) -> (source, sha256) for every PNG on disk rendered with these settings.
+class Existing(collections.namedtuple("Existing", "source sha256 size mtime_ns")):
+    """What an existing PNG was rendered from; size and mtime_ns ('' if unknown) of the clip's file."""
 
-    The manifest answers for PNGs not modified since it was written; newer PNGs (written by a run
-    that was killed before its manifest) and a missing manifest fall back to the PNG metadata.
+
+def existing_images(out: Path, settings_hash: str, manifest_trusted: bool,
+                    manifests: tuple[Path, ...] = (), wanted: set[str] | None = None) -> dict[str, Existing]:
+    """png (relative to OUT) -> Existing, for every PNG on disk rendered with these settings.
+
+    The manifest (and any extra `manifests`, e.g. a shard's part) answers for PNGs not modified since
+    it was written; newer PNGs (written by a run that was killed before its manifest) and a missing
+    manifest fall back to the PNG metadata (which has no file stat: those clips are hashed again).
+    `wanted`: only these PNGs (a shard's), not the ones other shards may be writing right now.
     """
     on_disk = {p.relative_to(out).as_posix(): p
                for split in sources.SPLITS if (out / split).is_dir()
                for p in (out / split).rglob("*.png")}
-    known: dict[str, tuple[str, str]] = {}
-    manifest = out / MANIFEST
-    if manifest_trusted and manifest.is_file():
+    if wanted is not None:
+        on_disk = {rel: p for rel, p in on_disk.items() if rel in wanted}
+    known: dict[str, Existing] = {}
+    for manifest in ((out / MANIFEST,) if manifest_trusted else ()) + manifests:
+        if not manifest.is_file():
+            continue
         written = manifest.stat().st_mtime_ns
         for row in read_manifest(manifest):
             path = on_disk.get(row.get("png") or "")
             if row.get("status") == "ok" and path is not None and path.stat().st_mtime_ns <= written:
-                known[row["png"]] = (row["source"], row["sha256"])
+                known[row["png"]] = Existing(row["source"], row["sha256"], row.get("size") or "",
+                                             row.get("mtime_ns") or "")
     for rel, path in on_disk.items():
         if rel in known:
             continue
@@ -246,7 +271,7 @@ def existing_images(out: Path, settings_hash: str, manifest_trusted: bool) -> di
         except Exception:  # unreadable PNG: treated as absent, so it is rendered again or removed
             continue
         if meta.get("settings_hash") == settings_hash and "source" in meta and "sha256" in meta:
-            known[rel] = (meta["source"], meta["sha256"])
+            known[rel] = Existing(meta["source"], meta["sha256"], "", "")
     return known
 
 
@@ -306,17 +331,42 @@ def remove_stale(out: Path, keep: set[str], notes: list[str]) -> int:
     return removed
 
 
-def plan_tasks(clips: list[sources.Clip], names: list[str], existing: dict[str, tuple[str, str]],
-               out: Path, settings: RenderSettings) -> list[tuple]:
-    """One render_task per clip, carrying the SHA-256 its existing PNG was rendered from (or '')."""
-    tasks, settings_hash = [], settings.digest()
+@dataclasses.dataclass
+class Plan:
+    tasks: list[tuple]              # render_task inputs: the clips that must be read
+    up_to_date: dict[int, str]      # clip index -> sha256: same file stat as rendered, PNG there; not read
+    stats: list[tuple[str, str]]    # per clip: (size, mtime_ns) for the manifest, ('', '') if not trusted
+
+
+def file_stat(path: Path, now_ns: int) -> tuple[str, str]:
+    """(size, mtime_ns) of a clip's file as manifest strings; ('', '') if it cannot be stat'ed or was
+    modified within RACY_WINDOW_NS (then its next run hashes it rather than trust the stat)."""
+    try:
+        stat = os.stat(path)
+    except OSError:  # missing or a dangling link: render_task reports it
+        return "", ""
+    if stat.st_mtime_ns > now_ns - RACY_WINDOW_NS:
+        return "", ""
+    return str(stat.st_size), str(stat.st_mtime_ns)
+
+
+def plan_tasks(clips: list[sources.Clip], names: list[str], existing: dict[str, Existing],
+               out: Path, settings: RenderSettings) -> Plan:
+    """Which clips to read: a render_task per clip (carrying the SHA-256 its existing PNG was rendered
+    from, or ''), except clips whose file has the size and mtime recorded when their PNG was made."""
+    plan, settings_hash, now_ns = Plan([], {}, []), settings.digest(), time.time_ns()
     for index, (clip, name) in enumerate(zip(clips, names)):
-        old_source, old_sha = existing.get(name, ("", ""))
+        stat = file_stat(clip.path, now_ns)
+        plan.stats.append(stat)
+        old = existing.get(name)
+        old_sha = old.sha256 if old is not None and old.source == clip.source else ""
+        if old_sha and stat[0] and stat == (old.size, old.mtime_ns):
+            plan.up_to_date[index] = old_sha
+            continue
         metadata = {"source": clip.source, "label": clip.label, "split": clip.split,
                     "settings_hash": settings_hash}
-        tasks.append((index, str(clip.path), str(out / name),
-                      old_sha if old_source == clip.source else "", metadata))
-    return tasks
+        plan.tasks.append((index, str(clip.path), str(out / name), old_sha, metadata))
+    return plan
 
 
 # ---------------------------------------------------------------- workers
@@ -562,6 +612,35 @@ def summary(out: Path, rows: list[dict], counts: collections.Counter, removed: i
 
 # ---------------------------------------------------------------- main
 
+@contextlib.contextmanager
+def folder_lock(path: Path, shared: bool, busy: str):
+    """Hold a POSIX lock on `path` (shared or exclusive), or PrepareError(busy) if it is taken.
+
+    lockf, not flock: a POSIX lock is not inherited by the forked workers, so a killed run never
+    leaves the folder locked behind it (and it works on NFS).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open_lock(path) as handle:  # readable and writable: a shared lock needs read access
+        try:
+            fcntl.lockf(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except OSError:
+            raise PrepareError(busy) from None
+        yield
+
+
+@contextlib.contextmanager
+def out_dir_lock(out: Path, shard: shards.Shard | None):
+    """One-process runs and merges own OUT alone; shards share it, each holding its own shard lock."""
+    with folder_lock(out / LOCK_FILE, shard is not None,
+                     f"{out}: another `python -m preprocess` is writing there"
+                     + (" (a one-process run or a merge)" if shard else "")):
+        if shard is None:
+            yield
+            return
+        with folder_lock(shards.lock_path(out, shard), False, f"{out}: shard {shard.name} is already running"):
+            yield
+
+
 def prepare(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
@@ -571,51 +650,104 @@ def prepare(args: argparse.Namespace) -> int:
     clips, source = collect_clips(args)
     out: Path = args.out
     check_out_path(out, Path(source["root"]))
+    shard: shards.Shard | None = args.shard
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise PrepareError(f"--out {out}: cannot make the folder ({err.strerror or err})") from None
-    with open_lock(out) as lock:
-        try:
-            # lockf, not flock: a POSIX lock is not inherited by the forked workers, so a killed
-            # run never leaves the folder locked behind it
-            fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise PrepareError(f"{out}: another `python -m preprocess` is writing there") from None
+    with out_dir_lock(out, shard):
         manifest_trusted = check_out_dir(out, settings, source, args.force)
         atomic_write_text(out / RENDER_JSON, json.dumps(
             {"settings": settings.to_dict(), "settings_hash": settings.digest(), "source": source},
             indent=2) + "\n")
 
-        names, notes = png_paths(clips)
-        tasks = plan_tasks(clips, names, existing_images(out, settings.digest(), manifest_trusted),
-                           out, settings)
+        names, notes = png_paths(clips)  # on the whole list: a shard names its PNGs as one run would
+        all_clips = clips
+        if shard:
+            clips, names = shards.select(shard, clips, names)
+        existing = existing_images(out, settings.digest(), manifest_trusted,
+                                   (shards.part_csv(out, shard),) if shard else (),
+                                   set(names) if shard else None)
+        plan = plan_tasks(clips, names, existing, out, settings)
         rows: list[dict] = [{}] * len(clips)
         counts: collections.Counter = collections.Counter()
-        staging = out / STAGING
+
+        def record(index: int, sha: str, status: str, reason: str) -> None:
+            clip, ok = clips[index], status != "failed"
+            counts[status] += 1
+            size, mtime_ns = plan.stats[index] if ok else ("", "")
+            rows[index] = {"source": clip.source, "sha256": sha, "split": clip.split, "label": clip.label,
+                           "png": names[index] if ok else "", "status": "ok" if ok else "failed",
+                           "reason": reason, "size": size, "mtime_ns": mtime_ns}
+
+        for index, sha in plan.up_to_date.items():
+            record(index, sha, "skipped", "")
+        staging = out / STAGING / f"shard-{shard.name}" if shard else out / STAGING
         shutil.rmtree(staging, ignore_errors=True)  # temp files of a killed run
         try:
-            for index, sha, status, reason in run_tasks(tasks, settings, staging, args.workers, args.quiet,
-                                                        args.max_seconds, args.clip_timeout):
+            for index, sha, status, reason in run_tasks(plan.tasks, settings, staging, args.workers,
+                                                        args.quiet, args.max_seconds, args.clip_timeout):
                 if status == "fatal":  # a full disk: every later clip would fail the same way
                     raise PrepareError(reason)
-                clip = clips[index]
-                counts[status] += 1
-                rows[index] = {"source": clip.source, "sha256": sha, "split": clip.split,
-                               "label": clip.label, "png": names[index] if status != "failed" else "",
-                               "status": "failed" if status == "failed" else "ok", "reason": reason}
+                record(index, sha, status, reason)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        if shard:  # stale PNGs may be another shard's clips: the merge removes them
+            removed = 0
+            write_manifest(shards.part_csv(out, shard), rows)
+            shards.write_record(out, shard, {"clips": len(rows), "clips_total": len(all_clips),
+                                             "clip_list": shards.clip_list_digest(all_clips),
+                                             "settings_hash": settings.digest(), "counts": dict(counts)})
+        else:
+            removed = remove_stale(out, {r["png"] for r in rows if r["status"] == "ok"}, notes)
+            write_manifest(out / MANIFEST, rows)
+    print(summary(out, rows, counts, removed, notes, time.perf_counter() - start))
+    if shard:
+        print(f"shard {shard.index}/{shard.count}: {len(rows)} of {len(all_clips)} clips; part "
+              f"{shards.part_csv(out, shard)}. When all {shard.count} shards have finished: "
+              f"python -m preprocess --merge-shards {shard.count} --out {out}")
+    return 1 if counts["failed"] else 0
+
+
+def merge_shards(out: Path, count: int) -> int:
+    """Merge the manifest parts of an N-shard run into OUT/manifest.csv, as one process would write it."""
+    start = time.perf_counter()
+    record_path = out / RENDER_JSON
+    try:
+        settings_hash = json.loads(record_path.read_text())["settings_hash"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise PrepareError(f"{record_path}: no usable render record ({err}); were the shards run "
+                           f"with --out {out}?") from None
+    with out_dir_lock(out, None):
+        parts = shards.finished_parts(out, count, settings_hash)
+        rows = sorted((row for shard, _ in parts for row in read_manifest(shards.part_csv(out, shard))),
+                      key=lambda row: row["source"])  # the clip order of a one-process run
+        counts: collections.Counter = collections.Counter()
+        for _, record in parts:
+            counts.update(record.get("counts", {}))
+        notes: list[str] = []
         removed = remove_stale(out, {r["png"] for r in rows if r["status"] == "ok"}, notes)
         write_manifest(out / MANIFEST, rows)
-    print(summary(out, rows, counts, removed, notes, time.perf_counter() - start))
-    return 1 if counts["failed"] else 0
+        shutil.rmtree(out / STAGING, ignore_errors=True)
+        shutil.rmtree(shards.parts_dir(out))  # merged: the manifest now answers for every clip
+    print(summary(out, rows, counts, removed, notes, time.perf_counter() - start)
+          .replace("preprocess:", f"preprocess --merge-shards {count}:", 1))
+    return 1 if any(r["status"] == "failed" for r in rows) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cli.check_workers(args.workers)
+        if args.merge_shards is not None:
+            if args.shard or args.merge_shards < 1:
+                raise PrepareError("--merge-shards N needs N >= 1 and no --shard")
+            return merge_shards(args.out, args.merge_shards)
+        if args.shard is not None:
+            args.shard = shards.parse_shard(args.shard)
+            if args.force:
+                raise PrepareError("--force cannot be used with --shard (it would delete the other "
+                                   "shards' images); use --force in a one-process run")
         return prepare(args)
     except cli.SpecVisionError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -392,8 +392,16 @@ def build_parser() -> argparse.ArgumentParser:
                f"{TAKES_PER_SPEAKER} times; each take gets its own intonation, breathiness, position, EQ, "
                "reverb, level, click/breath burst and background noise. Same arguments, same bytes. "
                "Exit status: 0 all clips written, 1 some failed, 2 could not start.")
-    parser.add_argument("--words", nargs="+", default=DEFAULT_WORDS, metavar="WORD",
-                        help="words to say, one folder each (default: %(default)s)")
+    parser.add_argument("--words", nargs="+", metavar="WORD",
+                        help="words to say, one folder each (default: %s; with --layout speechcommands "
+                             "all 35 of Speech Commands v0.02)" % " ".join(DEFAULT_WORDS))
+    parser.add_argument("--layout", choices=("folder", "speechcommands"), default="folder",
+                        help="folder: OUT/<word>/<voice setting>_nohash_<take>.wav; speechcommands: the "
+                             "exact layout of an extracted Speech Commands download (8-hex speaker ids, "
+                             "_background_noise_/, validation_list.txt and testing_list.txt by the "
+                             "dataset's SHA-1 rule) for `python -m preprocess --source speechcommands`; "
+                             "it keeps clips already in OUT and makes only the missing ones "
+                             "(default: %(default)s)")
     parser.add_argument("--per-word", type=int, required=True, metavar="N", help="clips per word")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0,
@@ -443,6 +451,11 @@ def _pick_variants(requested: list[str] | None, available: list[str]) -> tuple[t
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
+    standin = None
+    if args.layout == "speechcommands":
+        from preprocess import standin
+    if args.words is None:
+        args.words = list(standin.WORDS) if standin else DEFAULT_WORDS
     try:
         _check_args(args)
         engine_options = {"prefer": args.engine}
@@ -452,6 +465,10 @@ def main(argv: list[str] | None = None) -> int:
         variants, skipped = _pick_variants(args.variants, available)
         noises, noise_names, noise_problems = load_noises(args.noise_dir) if args.noise_dir else ([], [], [])
         jobs, speakers = plan_jobs(args.words, args.per_word, args.seed, tuple(args.languages), variants)
+        todo = jobs
+        if standin:  # dataset names; clips already there are kept (resume, or grow with --per-word)
+            jobs = standin.rename_jobs(jobs, speakers, args.seed)
+            todo = standin.missing_jobs(jobs, args.out)
     except (SynthError, EngineError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -463,10 +480,10 @@ def main(argv: list[str] | None = None) -> int:
 
     num_samples = int(round(SAMPLE_RATE * args.duration))
     args.out.mkdir(parents=True, exist_ok=True)
-    chunks = [jobs[i:i + CHUNK] for i in range(0, len(jobs), CHUNK)]
+    chunks = [todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
     init_args = (engine_options, noises, num_samples, str(args.out))
     failures = []
-    with tqdm(total=len(jobs), unit="clip", desc="synth", disable=args.quiet) as bar:
+    with tqdm(total=len(todo), unit="clip", desc="synth", disable=args.quiet) as bar:
         if args.workers == 1:
             _init_worker(*init_args)
             results = map(_run_jobs, chunks)
@@ -495,10 +512,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {len(stale)} other .wav files in {args.out} (e.g. {stale[0]}) were not made by "
               "this run and will be used downstream too; use a fresh --out", file=sys.stderr)
     _write_info(args, engine_text, speakers, noise_names, len(jobs) - len(failures))
+    if standin:
+        print(standin.finish(args.out, jobs, len(jobs) - len(todo), {path for path, _ in failures}, args.seed,
+                             SAMPLE_RATE))
     print(f"synth: {len(jobs) - len(failures)}/{len(jobs)} clips ({len(args.words)} words x {args.per_word}) "
           f"from {len(speakers)} speakers ({len({s.voice.variant for s in speakers})} variants, "
           f"{len({s.voice.language for s in speakers})} accents) in {seconds:.1f} s "
-          f"({len(jobs) / seconds * 60:.0f} clips/min) with {engine_text}; noise: "
+          f"({len(todo) / seconds * 60:.0f} clips/min) with {engine_text}; noise: "
           f"{noise_text} -> {args.out}")
     for path, error in failures[:20]:
         print(f"  failed {path}: {error}", file=sys.stderr)
