@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from preprocess import download, sources
+from preprocess import download, openworld, sources
 from preprocess.atomic import atomic_write_text
 from preprocess.render import AudioError, RenderSettings, read_png_metadata, render_file, save_png
 
@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     rnd.add_argument("--db-max", type=float, help="level mapped to pixel 255 (default: per feature, fixed)")
     rnd.add_argument("--colormap", choices=("viridis", "gray"), default=defaults.colormap,
                      help="viridis: palette PNG read as RGB; gray: 1-channel PNG (default: %(default)s)")
+
+    openworld.add_arguments(parser)
 
     run = parser.add_argument_group("run")
     run.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), metavar="DIR",
@@ -216,7 +218,7 @@ def png_paths(clips: list[sources.Clip]) -> tuple[list[str], list[str]]:
     (`a.wav.png`, `a.flac.png`) so that neither overwrites the other; the collisions are reported.
     """
     def plain(c):
-        return f"{c.split}/{c.label}/{Path(c.source).stem}.png"
+        return f"{c.split}/{c.label}/{openworld.png_stem(c)}.png"
     counts = collections.Counter(plain(c) for c in clips)
     names, notes = [], []
     for clip in clips:
@@ -383,6 +385,7 @@ def prepare(args: argparse.Namespace) -> int:
         settings = settings_from_args(args)
     except ValueError as err:
         raise PrepareError(f"render settings: {err}") from None
+    openworld.check_options(args)
     clips, source = collect_clips(args)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -393,12 +396,14 @@ def prepare(args: argparse.Namespace) -> int:
             fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise PrepareError(f"{out}: another `python -m preprocess` is writing there") from None
+        clips, source, extra_notes = openworld.extend(args, clips, source, out)  # unknown/silence
         manifest_trusted = check_out_dir(out, settings, source, args.force)
         atomic_write_text(out / RENDER_JSON, json.dumps(
             {"settings": settings.to_dict(), "settings_hash": settings.digest(), "source": source},
             indent=2) + "\n")
 
         names, notes = png_paths(clips)
+        notes += extra_notes
         tasks = plan_tasks(clips, names, existing_images(out, settings.digest(), manifest_trusted),
                            out, settings)
         rows: list[dict] = [{}] * len(clips)

@@ -10,6 +10,8 @@ A checkpoint is a plain dict (safe for ``torch.load(weights_only=True)``):
     render          preprocess.render.RenderSettings.to_dict() copied from images/render.json
     state_dict      model weights
     metrics         test accuracy etc. (free-form, JSON-compatible)
+    targets         the classes that are words to spot (the others, 'unknown' and 'silence', are
+                    answers that mean "none of them"); absent in older files: all but those two
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pathlib import Path
 import torch
 
 from preprocess.atomic import atomic_writer
+from preprocess.openworld import target_classes
 from preprocess.render import RenderSettings
 from train.models import build_model
 
@@ -42,11 +45,11 @@ def cpu_state_dict(model: torch.nn.Module) -> dict:
 
 
 def make_checkpoint(model: torch.nn.Module, arch: str, classes: list[str], input_size, render: dict,
-                    metrics: dict | None = None) -> dict:
+                    metrics: dict | None = None, targets: list[str] | None = None) -> dict:
     state = cpu_state_dict(model)
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": arch, "classes": list(classes),
             "input_size": [int(x) for x in input_size], "render": dict(render), "state_dict": state,
-            "metrics": dict(metrics or {})}
+            "metrics": dict(metrics or {}), "targets": target_classes(classes) if targets is None else list(targets)}
 
 
 def _load_format(path: str | os.PathLike, expected_format: str, what: str, missing: str) -> dict:

@@ -29,7 +29,9 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
+from preprocess.openworld import target_classes
 from preprocess.render import RenderSettings
+from train import balance
 from train.checkpoint import (CheckpointError, atomic_torch_save, cpu_state_dict, load_train_state,
                               make_checkpoint, unwrap_model)
 from train.data import (NOISE_PROBABILITY, DataError, NoiseFloor, SpecAugment, Unaugmented, build_datasets,
@@ -61,7 +63,7 @@ STATE_FORMAT = "specvision-train-state"
 # What a resumed run must share with the interrupted one to reach the same result.
 RESUME_KEYS = ("arch", "epochs", "patience", "select", "batch_size", "lr", "warmup", "weight_decay",
                "label_smoothing", "seed", "augment", "noise", "ema", "bn_recalibration", "pretrained",
-               "world_size")
+               "world_size", "balance")
 
 
 # ---------------------------------------------------------------- one epoch
@@ -234,6 +236,7 @@ class Training:
             self.net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+        balance.apply(self, args.balance)  # class imbalance: weighted loss or balanced sampler
         self.optimizer = torch.optim.AdamW(_param_groups(self.model, args.weight_decay), lr=args.lr)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer, max_lr=args.lr, total_steps=args.epochs * len(self.train_loader),
@@ -399,7 +402,8 @@ class Training:
         model = build_model(self.args.arch, len(self.classes), self.input_size)
         model.load_state_dict(state)
         atomic_torch_save(make_checkpoint(model, self.args.arch, self.classes, self.input_size,
-                                          self.render["settings"], metrics), self.out / MODEL_FILE)
+                                          self.render["settings"], metrics,
+                                          targets=target_classes(self.classes, self.render)), self.out / MODEL_FILE)
 
     def _resume_config(self) -> dict:
         config = {key: getattr(self.args, key) for key in RESUME_KEYS if key != "world_size"}
@@ -488,6 +492,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="AdamW weight decay (default: %(default)s)")
     parser.add_argument("--label-smoothing", type=float, default=LABEL_SMOOTHING,
                         help="(default: %(default)s)")
+    parser.add_argument("--balance", choices=balance.MODES, default=balance.DEFAULT,
+                        help="class imbalance (e.g. a large 'unknown' class): draw images inversely to "
+                             "their class size (sampler), weight the loss per class (loss), or neither "
+                             "(default: %(default)s)")
     parser.add_argument("--no-augment", dest="augment", action="store_false",
                         help="turn off the random time shift and SpecAugment masks on training images")
     parser.add_argument("--noise", type=float, default=NOISE_PROBABILITY, metavar="P",
