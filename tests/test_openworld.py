@@ -261,3 +261,40 @@ def test_default_gate_depends_on_the_silence_class(open_model, tmp_path):
     atomic_torch_save(make_checkpoint(model.eval(), DEFAULT_ARCH, ["no", "yes"], (3, 201, 81), ckpt["render"]),
                       closed)
     assert predict.Predictor(closed).default_gate_db() == detect.ACTIVITY_MARGIN_DB
+
+
+def test_balance_modes_change_the_loss_or_the_loader_and_auto_leaves_balanced_sets_alone():
+    from types import SimpleNamespace
+
+    def training(targets):
+        dataset = SimpleNamespace(targets=targets)
+        loader = torch.utils.data.DataLoader(list(range(len(targets))), batch_size=4, drop_last=True)
+        return SimpleNamespace(datasets={"train": dataset}, classes=["a", "b"], world_size=1,
+                               args=SimpleNamespace(label_smoothing=0.1), criterion="plain",
+                               train_loader=loader, train_generator=torch.Generator(),
+                               _loader_options=lambda: {})
+
+    balanced, skewed = [0, 1] * 10, [0] * 16 + [1] * 4
+    run = training(balanced)
+    balance.apply(run, "auto")
+    assert run.criterion == "plain" and not isinstance(run.train_loader.sampler,
+                                                       torch.utils.data.WeightedRandomSampler)
+    run = training(skewed)
+    balance.apply(run, "loss")
+    assert run.criterion.weight.tolist() == pytest.approx([20 / 32, 20 / 8])
+    run = training(skewed)
+    balance.apply(run, "auto")
+    expected = {"sampler": torch.utils.data.WeightedRandomSampler}.get(balance.MEASURED)
+    if expected is not None:
+        assert isinstance(run.train_loader.sampler, expected) and run.train_loader.batch_size == 4
+    else:
+        assert run.criterion.weight is not None
+
+
+def test_report_finds_the_audio_of_crops_and_extra_roots(tmp_path):
+    record = {"source": {"root": "/data", "unknown": {"roots": ["/more/words"]}}}
+    assert openworld.audio_path("silence/x_1_-3.0dB.wav", record, tmp_path) == \
+        tmp_path / ".openworld" / "silence" / "x_1_-3.0dB.wav"
+    assert openworld.audio_path("+unknown0/bed/a_nohash_0.wav", record, tmp_path) == \
+        Path("/more/words/bed/a_nohash_0.wav")
+    assert openworld.audio_path("yes/a_nohash_0.wav", record, tmp_path) is None
