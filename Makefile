@@ -1,4 +1,5 @@
-# SpecVision: `make demo` runs every stage end to end on a synthetic dataset made here (no network);
+# SpecVision: `make demo` runs every stage end to end on a synthetic dataset made here (no network):
+# yes / no / unknown (other words) / silence (noise crops);
 # `make test` runs the test suite. Both create .venv and install the pinned set on first use.
 PYTHON ?= python3
 VENV   := .venv
@@ -17,8 +18,8 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m preprocess.synth --words yes no --per-word 400 --out $(DEMO) --seed 0
-	$(PY) -m preprocess --source folder --root $(DEMO) --out images
+	$(PY) -m preprocess.synth --words yes no --per-word 300 --unknown 300 --background 60 --out $(DEMO) --seed 0
+	$(PY) -m preprocess --source folder --root $(DEMO) --words yes no --unknown-pct 25 --silence-pct 25 --out images
 	$(PY) -m train --images images --out models/demo
 	$(PY) -m train.evaluate --model models/demo/model.pt --images images/test
 	$(PY) -m train.predict --model models/demo/model.pt $(DEMO)/yes/$$(ls $(DEMO)/yes | head -n 1)
@@ -33,4 +34,4 @@ bench: $(STAMP)
 	$(PY) -m train.bench --images images_real
 
 clean:
-	rm -rf images/train images/val images/test images/render.json images/manifest.csv models/demo report data
+	rm -rf images/train images/val images/test images/render.json images/manifest.csv images/.openworld models/demo report data

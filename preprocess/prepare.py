@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from preprocess import cli, download, shards, sources
+from preprocess import cli, download, openworld, shards, sources
 from preprocess.cli import SpecVisionError
 from preprocess.atomic import atomic_write_text
 from preprocess.render import (MAX_AUDIO_SECONDS, AudioError, RenderSettings, open_audio, read_png_metadata,
@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     rnd.add_argument("--db-max", type=float, help="level mapped to pixel 255 (default: per feature, fixed)")
     rnd.add_argument("--colormap", choices=("viridis", "gray"), default=defaults.colormap,
                      help="viridis: palette PNG read as RGB; gray: 1-channel PNG (default: %(default)s)")
+
+    openworld.add_arguments(parser)
 
     run = parser.add_argument_group("run")
     run.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), metavar="DIR",
@@ -282,7 +284,7 @@ def png_paths(clips: list[sources.Clip]) -> tuple[list[str], list[str]]:
     (`a.wav.png`, `a.flac.png`) so that neither overwrites the other; the collisions are reported.
     """
     def plain(c):
-        return f"{c.split}/{c.label}/{Path(c.source).stem}.png"
+        return f"{c.split}/{c.label}/{openworld.png_stem(c)}.png"
     counts = collections.Counter(plain(c) for c in clips)
     names, notes = [], []
     for clip in clips:
@@ -647,6 +649,7 @@ def prepare(args: argparse.Namespace) -> int:
         settings = settings_from_args(args)
     except ValueError as err:
         raise PrepareError(f"render settings: {err}") from None
+    openworld.check_options(args)
     clips, source = collect_clips(args)
     out: Path = args.out
     check_out_path(out, Path(source["root"]))
@@ -656,12 +659,14 @@ def prepare(args: argparse.Namespace) -> int:
     except OSError as err:
         raise PrepareError(f"--out {out}: cannot make the folder ({err.strerror or err})") from None
     with out_dir_lock(out, shard):
+        clips, source, extra_notes = openworld.extend(args, clips, source, out)  # unknown/silence
         manifest_trusted = check_out_dir(out, settings, source, args.force)
         atomic_write_text(out / RENDER_JSON, json.dumps(
             {"settings": settings.to_dict(), "settings_hash": settings.digest(), "source": source},
             indent=2) + "\n")
 
         names, notes = png_paths(clips)  # on the whole list: a shard names its PNGs as one run would
+        notes += extra_notes
         all_clips = clips
         if shard:
             clips, names = shards.select(shard, clips, names)

@@ -43,6 +43,7 @@ from preprocess.cli import SpecVisionError
 from preprocess.atomic import atomic_write_text, atomic_writer
 from preprocess.espeak import EngineError, Voice, list_variants, load_engine
 from preprocess.render import AUDIO_EXTENSIONS, AudioError, RenderSettings, load_audio
+from preprocess.wordlist import unknown_words
 
 SAMPLE_RATE = 16000
 DEFAULT_WORDS = ["yes", "no"]
@@ -164,6 +165,22 @@ class ClipJob:
     @property
     def relative_path(self) -> str:
         return f"{self.word}/{self.speaker.group}_nohash_{self.take}.wav"
+
+
+@dataclasses.dataclass(frozen=True)
+class UnknownJob(ClipJob):
+    """A clip of a non-target word: index counts that word's clips, so every file name is new."""
+
+    @property
+    def relative_path(self) -> str:
+        return f"{self.word}/{self.speaker.group}_nohash_u{self.index}.wav"
+
+
+def plan_unknown_jobs(words: list[str], count: int, speakers: list[Speaker], seed: int) -> list[UnknownJob]:
+    """`count` clips of other words, the words taken in turn and the speakers in turn (the targets'
+    speakers: the same voices say target and unknown words, so voice is no clue to the class)."""
+    return [UnknownJob(words[i % len(words)], i // len(words), speakers[i % len(speakers)], seed)
+            for i in range(count)]
 
 
 def plan_jobs(words: list[str], per_word: int, seed: int, languages=LANGUAGES, variants=VARIANTS):
@@ -406,6 +423,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0,
                         help="picks speakers and variations (default: %(default)s)")
+    parser.add_argument("--unknown", type=int, default=0, metavar="N",
+                        help="also write N clips of other common English words (a built-in list of a few "
+                             "hundred, without the --words and their near-homophones), one folder per "
+                             "word, spread evenly: the 'unknown' class of `python -m preprocess --source "
+                             "folder --words ... --unknown-pct P` (default: %(default)s)")
+    parser.add_argument("--unknown-exclude", nargs="+", default=[], metavar="WORD",
+                        help="words to leave out of the unknown list too (e.g. ones you test on)")
+    parser.add_argument("--background", type=float, default=0.0, metavar="SECONDS",
+                        help="also write OUT/_background_noise_/ with generated white, pink and brown noise "
+                             "recordings this long (seeded): the background the folder source crops for a "
+                             "'silence' class (--silence-pct) (default: %(default)s, none)")
     parser.add_argument("--noise-dir", type=Path,
                         help="background recordings (e.g. Speech Commands' _background_noise_) for half "
                              "of the noisy clips; the others, and all without this option, get generated "
@@ -426,8 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args) -> None:
-    if args.per_word < 1:
-        raise SynthError("--per-word must be at least 1")
+    if args.per_word < 1 or args.unknown < 0:
+        raise SynthError("--per-word must be at least 1 and --unknown not negative")
     if args.duration <= 0 or args.workers < 1 or args.seed < 0:
         raise SynthError("--duration must be positive, --workers at least 1, --seed not negative")
     bad = [w for w in args.words if not re.fullmatch(r"[^\W_][\w' -]*", w) or w.startswith((".", "_"))]
@@ -465,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
         variants, skipped = _pick_variants(args.variants, available)
         noises, noise_names, noise_problems = load_noises(args.noise_dir) if args.noise_dir else ([], [], [])
         jobs, speakers = plan_jobs(args.words, args.per_word, args.seed, tuple(args.languages), variants)
+        others = unknown_words(args.words, args.unknown_exclude) if args.unknown else []
+        jobs += plan_unknown_jobs(others, args.unknown, speakers, args.seed) if others else []
         todo = jobs
         if standin:  # dataset names; clips already there are kept (resume, or grow with --per-word)
             jobs = standin.rename_jobs(jobs, speakers, args.seed)
@@ -506,16 +536,20 @@ def main(argv: list[str] | None = None) -> int:
     if noise_names:
         noise_text = f"{', '.join(noise_names)} ({RECORDED_NOISE_SHARE:.0%}) + {noise_text}"
     planned = {job.relative_path for job in jobs}
-    stale = [p for word in args.words for p in sorted((args.out / word).glob("*.wav"))
+    stale = [p for word in {j.word for j in jobs} for p in sorted((args.out / word).glob("*.wav"))
              if f"{word}/{p.name}" not in planned]
     if stale:
         print(f"warning: {len(stale)} other .wav files in {args.out} (e.g. {stale[0]}) were not made by "
               "this run and will be used downstream too; use a fresh --out", file=sys.stderr)
-    _write_info(args, engine_text, speakers, noise_names, len(jobs) - len(failures))
+    if args.background > 0:
+        write_background(args.out / "_background_noise_", args.background, args.seed)
+    _write_info(args, engine_text, speakers, noise_names, len(jobs) - len(failures), others)
     if standin:
         print(standin.finish(args.out, jobs, len(jobs) - len(todo), {path for path, _ in failures}, args.seed,
                              SAMPLE_RATE))
-    print(f"synth: {len(jobs) - len(failures)}/{len(jobs)} clips ({len(args.words)} words x {args.per_word}) "
+    unknown_text = f" + {args.unknown} of {len(others)} other words" if args.unknown else ""
+    print(f"synth: {len(jobs) - len(failures)}/{len(jobs)} clips ({len(args.words)} words x {args.per_word}"
+          f"{unknown_text}) "
           f"from {len(speakers)} speakers ({len({s.voice.variant for s in speakers})} variants, "
           f"{len({s.voice.language for s in speakers})} accents) in {seconds:.1f} s "
           f"({len(todo) / seconds * 60:.0f} clips/min) with {engine_text}; noise: "
@@ -527,9 +561,21 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failures else 0
 
 
+def write_background(folder: Path, seconds: float, seed: int) -> None:
+    """Generated noise recordings, one per colour, at a modest level (RMS -30 dBFS), with slow level
+    changes so that crops of them differ; named like Speech Commands' _background_noise_ files."""
+    n = int(round(seconds * SAMPLE_RATE))
+    for colour, exponent in NOISE_COLOURS.items():
+        rng = _rng(seed, 0xBAC6, _word_key(colour))
+        sway = 10 ** (np.interp(np.arange(n), np.linspace(0, n, 8), rng.uniform(-10, 10, 8)) / 20)
+        wave = coloured_noise(rng, n, exponent) * 10 ** (-30 / 20) * sway
+        write_wav(folder / f"{colour}_noise.wav", np.clip(wave, -1, 1).astype(np.float32))
+
+
 def _write_info(args, engine_text: str, speakers: list[Speaker], noise_names: list[str],
-                written: int) -> None:
+                written: int, others: list[str]) -> None:
     info = {"words": args.words, "per_word": args.per_word, "seed": args.seed, "duration": args.duration,
+            "unknown": args.unknown, "unknown_words": others[:args.unknown],
             "sample_rate": SAMPLE_RATE, "engine": engine_text, "written": written,
             "noise": noise_names + list(NOISE_COLOURS),
             "speakers": [dict(group=s.group, **dataclasses.asdict(s.voice)) for s in speakers]}

@@ -10,6 +10,8 @@ A checkpoint is a plain dict (safe for ``torch.load(weights_only=True)``):
     render          preprocess.render.RenderSettings.to_dict() copied from images/render.json
     state_dict      model weights
     metrics         test accuracy etc. (free-form, JSON-compatible)
+    targets         the classes that are words to spot (the others, 'unknown' and 'silence', are
+                    answers that mean "none of them"); absent in older files: all but those two
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch
 
 from preprocess.cli import SpecVisionError
 from preprocess.atomic import atomic_writer
+from preprocess.openworld import target_classes
 from preprocess.render import RenderSettings
 from train.models import build_model
 
@@ -43,11 +46,11 @@ def cpu_state_dict(model: torch.nn.Module) -> dict:
 
 
 def make_checkpoint(model: torch.nn.Module, arch: str, classes: list[str], input_size, render: dict,
-                    metrics: dict | None = None) -> dict:
+                    metrics: dict | None = None, targets: list[str] | None = None) -> dict:
     state = cpu_state_dict(model)
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": arch, "classes": list(classes),
             "input_size": [int(x) for x in input_size], "render": dict(render), "state_dict": state,
-            "metrics": dict(metrics or {})}
+            "metrics": dict(metrics or {}), "targets": target_classes(classes) if targets is None else list(targets)}
 
 
 def _load_format(path: str | os.PathLike, expected_format: str, what: str, missing: str) -> dict:
@@ -104,7 +107,8 @@ STATE_FORMAT = "specvision-train-state"
 # The flags a resumed run must share with the interrupted one to reach the same result; the run's
 # classes, render settings and process count are checked too (resume_config).
 RESUME_KEYS = ("arch", "epochs", "patience", "select", "batch_size", "lr", "warmup", "weight_decay",
-               "label_smoothing", "seed", "augment", "noise", "ema", "bn_recalibration", "pretrained")
+               "label_smoothing", "seed", "augment", "noise", "ema", "bn_recalibration", "pretrained",
+               "balance")
 # The objects with a state_dict() that make up a run in progress (None where a run has no such part).
 STATE_PARTS = ("model", "optimizer", "scheduler", "scaler", "ema")
 

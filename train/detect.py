@@ -42,6 +42,8 @@ FLOOR_PERCENTILE = 10.0       # ... as this low percentile of frame levels (robu
 FLOOR_STEP = 5                # frames between floor estimates
 MIN_FLOOR_FRAMES = 10         # fewer audible frames than this on a side: that side is silence
 ACTIVITY_MARGIN_DB = 10.0     # a frame is "active" this far above the local floor ...
+GATE_WITH_SILENCE_DB = 10.0   # the gate for models with a 'silence' class (0 = off): measured, see
+                              # docs/benchmarks.md ("Open-world keyword spotting")
 ABSOLUTE_FLOOR_DB = -65.0     # ... and above this level (dBFS; below it is silence whatever the floor)
 MIN_ACTIVE_S = 0.15           # a window needs this much active audio to be allowed to fire
 MAX_GAP_S = 0.15              # quieter gaps inside a word (a stop consonant) up to this long
@@ -168,8 +170,8 @@ def window_activity(active: np.ndarray, starts_s: np.ndarray, window_s: float) -
 def find_detections(starts_s: np.ndarray, smoothed: np.ndarray, classes: list[str], window_s: float,
                     threshold: float = DEFAULT_THRESHOLD, refractory_s: float = DEFAULT_REFRACTORY_S,
                     window_active: np.ndarray | None = None, frames_active: np.ndarray | None = None,
-                    levels_db: np.ndarray | None = None) -> list[Detection]:
-    """One Detection per word.
+                    levels_db: np.ndarray | None = None, targets=None) -> list[Detection]:
+    """One Detection per word (of `targets` only, when given: 'unknown' and 'silence' are no events).
 
     An *event* is a run of consecutive windows whose top smoothed label is the same, at or above
     `threshold`, and (if given) active. Its centre is the middle of the run: windows see a word from
@@ -185,6 +187,8 @@ def find_detections(starts_s: np.ndarray, smoothed: np.ndarray, classes: list[st
     ok = np.ones(n, bool) if window_active is None else np.asarray(window_active, bool)
     top = smoothed.argmax(axis=1)
     fires = ok & (smoothed[np.arange(n), top] >= threshold)
+    if targets is not None:
+        fires &= np.isin(top, [i for i, name in enumerate(classes) if name in set(targets)])
     stretches = active_stretches(frames_active) if frames_active is not None else np.zeros((0, 2))
     found: list[Detection] = []
     scores: list[float] = []

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from preprocess.cli import SpecVisionError
 from preprocess import cli
 from preprocess.atomic import atomic_writer
+from preprocess.openworld import SILENCE, target_classes
 from preprocess.render import (AUDIO_EXTENSIONS, AudioError, image_to_tensor, load_audio,
                                read_png_metadata, render_image)
 from train import detect
@@ -53,9 +54,11 @@ class Prediction:
     confidence: float
     top_k: list[tuple[str, float]]
     logits: list[float]
+    target: bool = True   # the label is a word to spot (not 'unknown', 'silence' or below threshold)
 
     def to_dict(self) -> dict:
         return {"path": self.path, "label": self.label, "confidence": round(self.confidence, 6),
+                "target": self.target,
                 "top_k": [{"label": lab, "confidence": round(p, 6)} for lab, p in self.top_k],
                 "logits": self.logits}
 
@@ -87,7 +90,7 @@ class Scan:
     def to_dict(self) -> dict:
         best = max(self.detections, key=lambda d: d.confidence, default=None)
         return {"path": self.path, "label": best.label if best else UNKNOWN,
-                "confidence": round(best.confidence, 6) if best else 0.0,
+                "confidence": round(best.confidence, 6) if best else 0.0, "target": best is not None,
                 "duration_s": round(self.duration_s, 3), "threshold": self.threshold,
                 "detections": [d.to_dict() for d in self.detections]}
 
@@ -105,6 +108,8 @@ class Predictor:
         self.model, self.ckpt, self.settings = load_model(model_path, device)
         self.device = torch.device(device)
         self.classes = list(self.ckpt["classes"])
+        # Which answers are words to spot; 'unknown' and 'silence' answer "none of them".
+        self.targets = list(self.ckpt.get("targets") or target_classes(self.classes))
         expected = [self.settings.channels, *self.settings.image_size]
         if [int(x) for x in self.ckpt["input_size"]] != expected:
             raise CheckpointError(f"{model_path}: input_size {list(self.ckpt['input_size'])} does not match "
@@ -170,13 +175,20 @@ class Predictor:
         label = self.classes[best] if confidence >= threshold else UNKNOWN
         return Prediction(path, label, confidence,
                           [(self.classes[i], float(probs[i])) for i in order[:max(1, top_k)]],
-                          [float(x) for x in logits])
+                          [float(x) for x in logits], label in self.targets)
+
+    def default_gate_db(self) -> float:
+        """The energy gate is for models that cannot say "silence"; with a silence class the gate is
+        GATE_WITH_SILENCE_DB (measured: docs/benchmarks.md, open-world keyword spotting)."""
+        return detect.GATE_WITH_SILENCE_DB if SILENCE in self.classes else detect.ACTIVITY_MARGIN_DB
 
     def scan(self, path: str, wave: np.ndarray, hop_s: float = detect.DEFAULT_HOP_S,
              smooth_s: float = detect.DEFAULT_SMOOTH_S, threshold: float = detect.DEFAULT_THRESHOLD,
-             refractory_s: float = detect.DEFAULT_REFRACTORY_S, gate_db: float = detect.ACTIVITY_MARGIN_DB,
+             refractory_s: float = detect.DEFAULT_REFRACTORY_S, gate_db: float | None = None,
              batch_size: int = BATCH_SIZE) -> Scan:
-        """Windows of the model's duration every hop, each rendered like a clip, then train.detect."""
+        """Windows of the model's duration every hop, each rendered like a clip, then train.detect.
+        Only target words are reported; gate_db None: the model's default_gate_db()."""
+        gate_db = self.default_gate_db() if gate_db is None else gate_db
         rate, window = self.settings.sample_rate, self.settings.num_samples
         hop = max(1, int(round(hop_s * rate)))
         starts = detect.window_starts(len(wave), window, hop)
@@ -195,7 +207,7 @@ class Predictor:
         gated = probs if window_active is None else detect.gate_posteriors(probs, window_active)
         smoothed = detect.smooth_posteriors(gated, detect.span_windows(smooth_s, hop / rate))
         found = detect.find_detections(starts_s, smoothed, self.classes, window_s, threshold, refractory_s,
-                                       window_active, frames, levels)
+                                       window_active, frames, levels, targets=self.targets)
         return Scan(path, wave, rate, window_s, starts_s, probs, smoothed, window_active, found, threshold)
 
 
@@ -385,9 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--refractory", type=float, default=detect.DEFAULT_REFRACTORY_S,
                         help="long recordings: detections closer than this are one word "
                              "(default %(default)s)")
-    parser.add_argument("--gate-db", type=float, default=detect.ACTIVITY_MARGIN_DB,
+    parser.add_argument("--gate-db", type=float, default=None,
                         help="long recordings: a window may only fire if it has sound this many dB above "
-                             "the local noise floor (default %(default)s; 0 turns the gate off)")
+                             f"the local noise floor; 0 turns the gate off (default: "
+                             f"{detect.ACTIVITY_MARGIN_DB:g} for models without a 'silence' class, "
+                             f"{detect.GATE_WITH_SILENCE_DB:g} for models with one)")
     parser.add_argument("--plot", type=Path, metavar="PNG",
                         help="long recordings: draw waveform, detections and confidence over time to this "
                              "file")

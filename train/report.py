@@ -27,7 +27,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from preprocess import cli
+from preprocess import cli, openworld
 from preprocess.cli import SpecVisionError
 from preprocess.render import RenderSettings
 from preprocess.sources import SPLITS
@@ -192,7 +192,8 @@ class Assets:
         if row is None or self.inputs.audio_root is None or not _inside(row.get("source", "")):
             self.missing_audio += 1
             return None
-        source = self.inputs.audio_root / row["source"]
+        source = (openworld.audio_path(row["source"], self.inputs.render_json, self.inputs.images)
+                  or self.inputs.audio_root / row["source"])
         target = Path("audio") / Path(png).with_suffix(source.suffix.lower())
         if not source.is_file():
             self.missing_audio += 1
@@ -429,6 +430,12 @@ def gallery_sections(predictions: list[dict], errors: list[dict], shown: list[di
     return "\n".join(parts)
 
 
+def _targets_note(ckpt: dict, classes: list[str]) -> str:
+    """'(target words: ...)' when some classes are not words to spot (unknown, silence)."""
+    targets = ckpt.get("targets") or openworld.target_classes(classes)
+    return f" (target words: {esc(', '.join(targets))})" if len(targets) < len(classes) else ""
+
+
 TOC = (("data", "dataset"), ("settings", "render settings"), ("training", "training"), ("test", "test set"),
        ("errors", "misclassified"), ("correct", "correct samples"))
 
@@ -453,7 +460,8 @@ def render_html(inputs: Inputs, out: Path, max_errors: int, per_class: int, page
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             f'<meta name="generator" content="{GENERATOR}">\n<title>{esc(title)}</title>\n'
             f'<link rel="icon" href="data:,">\n<style>{CSS}</style>\n</head>\n<body>\n'
-            f'<header><h1>{esc(title)}</h1><p class="note">classes: {esc(", ".join(classes))}</p>'
+            f'<header><h1>{esc(title)}</h1><p class="note">classes: {esc(", ".join(classes))}'
+            f'{_targets_note(ckpt, classes)}</p>'
             f'<nav class="toc">{toc}</nav></header>\n<main>\n{body}\n</main>\n<script>{JS}</script>\n'
             f'</body>\n</html>\n')
     summary = {"test_images": len(predictions), "misclassified": len(errors), "errors_shown": len(shown),

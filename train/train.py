@@ -30,7 +30,9 @@ from tqdm import tqdm
 
 from preprocess import cli
 from preprocess.cli import SpecVisionError
+from preprocess.openworld import target_classes
 from preprocess.render import RenderSettings
+from train import balance
 from train.checkpoint import (STATE_FILE, CheckpointError, atomic_torch_save, cpu_state_dict, load_train_state,
                               make_checkpoint, resume_config, save_train_state)
 from train.engine import exponential_average, score_loader, train_one_epoch
@@ -101,6 +103,7 @@ class Training:
             self.net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+        balance.apply(self, args.balance)  # class imbalance: weighted loss or balanced sampler
         self.optimizer = torch.optim.AdamW(_param_groups(self.model, args.weight_decay), lr=args.lr)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer, max_lr=args.lr, total_steps=args.epochs * len(self.train_loader),
@@ -270,7 +273,8 @@ class Training:
         model = build_model(self.args.arch, len(self.classes), self.input_size)
         model.load_state_dict(state)
         atomic_torch_save(make_checkpoint(model, self.args.arch, self.classes, self.input_size,
-                                          self.render["settings"], metrics), self.out / MODEL_FILE)
+                                          self.render["settings"], metrics,
+                                          targets=target_classes(self.classes, self.render)), self.out / MODEL_FILE)
 
     def _resume_config(self) -> dict:
         return resume_config(self.args, self.world_size, self.classes, self.settings.digest())
@@ -341,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="AdamW weight decay (default: %(default)s)")
     parser.add_argument("--label-smoothing", type=float, default=LABEL_SMOOTHING,
                         help="(default: %(default)s)")
+    parser.add_argument("--balance", choices=balance.MODES, default=balance.DEFAULT,
+                        help="class imbalance (e.g. a large 'unknown' class): draw images inversely to "
+                             "their class size (sampler), weight the loss per class (loss), or neither "
+                             "(default: %(default)s)")
     parser.add_argument("--no-augment", dest="augment", action="store_false",
                         help="turn off the random time shift and SpecAugment masks on training images")
     parser.add_argument("--noise", type=float, default=NOISE_PROBABILITY, metavar="P",

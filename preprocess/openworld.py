@@ -1,0 +1,423 @@
+"""Open-world classes: "unknown" (other words) and "silence" (background noise and silence).
+
+A keyword spotter hears mostly things that are not its words. Two extra classes teach it to say so:
+
+    unknown   clips of words that are not targets: Speech Commands' other words, a folder source's
+              non-target class folders, and any --unknown-root (a folder of class folders, all unknown)
+    silence   1 s crops of background recordings (the root's _background_noise_ and any --noise-dir)
+              at random gains, plus some digital silence
+
+Each is sampled to a share of every split (`--unknown-pct`, `--silence-pct`: percent of the split's
+images). Splits stay leak-free:
+  * every clip goes to the split of its speaker, by the same rule as the targets (the folder source's
+    speaker hash; Speech Commands' official lists, whose speakers are mapped onto clips of extra roots,
+    and Google's own hash formula for speakers the lists never name), so a speaker recorded in two
+    roots is on one side;
+  * each background recording is cut into NOISE_CHUNK_S chunks and every chunk belongs to one split
+    (a hash of file and chunk), and a crop never leaves its chunk: no two splits share a sample.
+Everything is a pure function of the clip names, the noise files and --seed: same inputs, same set.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import hashlib
+import re
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import soundfile as sf
+
+from preprocess import sources
+from preprocess.atomic import atomic_writer
+from preprocess.render import AUDIO_EXTENSIONS
+
+UNKNOWN = "unknown"              # class folder names of the two extra classes
+SILENCE = "silence"
+EXTRA_CLASSES = (UNKNOWN, SILENCE)
+NOISE_FOLDER = "_background_noise_"   # a root's background recordings (Speech Commands layout)
+NOISE_CHUNK_S = 3.0              # background recordings are split between splits in chunks this long
+CROP_S = 1.0                     # silence crops: this long (the default clip duration)
+SILENCE_GAIN_DB = (-45.0, 0.0)   # random gain of a crop, uniform in dB (quiet room to full level)
+DIGITAL_SILENCE_PCT = 10.0       # share of the silence class that is digital silence (all zeros)
+CROP_FOLDER = ".openworld"       # OUT/.openworld/silence/*.wav: the crops, rendered like any clip
+SAMPLE_SALT = b"specvision-unknown-v1:"
+# Google's speech_commands which_set(): for speakers the official lists do not name.
+GOOGLE_MAX_PER_CLASS = 2 ** 27 - 1
+
+
+class OpenWorldError(sources.SourceError):
+    """Options or inputs that cannot give the extra classes; the message says why."""
+
+
+# ---------------------------------------------------------------- options (both sources)
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "open world (extra classes 'unknown' and 'silence'; --words are then the target words)")
+    group.add_argument("--unknown-pct", type=float, default=0.0, metavar="PCT",
+                       help="percent of each split's images that are the class 'unknown': clips of "
+                            "non-target words, every speaker on the side of the split the targets put "
+                            "them (default: %(default)s, no such class)")
+    group.add_argument("--unknown-words", nargs="+", metavar="WORD",
+                       help="which non-target words may be unknown (default: all: Speech Commands' other "
+                            "words, or the folder source's other class folders, plus --unknown-root)")
+    group.add_argument("--unknown-root", type=Path, action="append", default=[], metavar="DIR",
+                       help="another folder of <word>/*.wav class folders, all of them unknown words "
+                            "(repeatable), e.g. `python -m preprocess.synth --unknown N` output")
+    group.add_argument("--silence-pct", type=float, default=0.0, metavar="PCT",
+                       help="percent of each split's images that are the class 'silence': 1 s crops of "
+                            f"ROOT/{NOISE_FOLDER} and --noise-dir recordings at random gains "
+                            f"({SILENCE_GAIN_DB[0]:.0f}..{SILENCE_GAIN_DB[1]:.0f} dB) and digital silence "
+                            "(default: %(default)s, no such class)")
+    group.add_argument("--noise-dir", type=Path, action="append", default=[], metavar="DIR",
+                       help="more background recordings for the silence class (repeatable)")
+    group.add_argument("--digital-silence-pct", type=float, default=DIGITAL_SILENCE_PCT, metavar="PCT",
+                       help="percent of the silence class that is digital silence (default: %(default)s)")
+    group.add_argument("--seed", type=int, default=0,
+                       help="picks the unknown clips and the silence crops (default: %(default)s)")
+
+
+def enabled(args: argparse.Namespace) -> bool:
+    return args.unknown_pct > 0 or args.silence_pct > 0
+
+
+def check_options(args: argparse.Namespace) -> None:
+    for name in ("unknown_pct", "silence_pct", "digital_silence_pct"):
+        value = getattr(args, name)
+        if not 0.0 <= value <= 100.0:
+            raise OpenWorldError(f"--{name.replace('_', '-')} must be between 0 and 100, got {value:g}")
+    if args.unknown_pct + args.silence_pct >= 100.0:
+        raise OpenWorldError(f"--unknown-pct {args.unknown_pct:g} + --silence-pct {args.silence_pct:g} "
+                             f"leave no room for the target words (must total under 100)")
+    if not enabled(args):
+        extra = [f"--{n}" for n, v in (("unknown-words", args.unknown_words),
+                                       ("unknown-root", args.unknown_root),
+                                       ("noise-dir", args.noise_dir)) if v]
+        if extra:
+            raise OpenWorldError(f"{' '.join(extra)} need --unknown-pct or --silence-pct above 0")
+        return
+    if args.source == "folder" and not args.words:
+        raise OpenWorldError("--source folder with --unknown-pct/--silence-pct needs --words: the target "
+                             "words (every other class folder can then be unknown)")
+    clash = [w for w in args.words or [] if w in EXTRA_CLASSES]
+    if clash:
+        raise OpenWorldError(f"--words {clash}: these names are the extra classes; rename the folders")
+    if args.unknown_words:
+        overlap = sorted(set(args.unknown_words) & set(args.words or []))
+        if overlap:
+            raise OpenWorldError(f"--unknown-words {overlap} are also target words")
+    for folder in args.unknown_root + args.noise_dir:
+        if not folder.is_dir():
+            raise OpenWorldError(f"{folder}: not a directory")
+
+
+# ---------------------------------------------------------------- speaker split rules
+
+def google_which_set(file_name: str, val_pct: float = 10.0, test_pct: float = 10.0) -> str:
+    """Speech Commands' own split formula (its README's which_set), for speakers the lists omit."""
+    name = re.sub(r"_nohash_.*$", "", Path(file_name).name)
+    digest = int(hashlib.sha1(name.encode("utf-8")).hexdigest(), 16)
+    percent = (digest % (GOOGLE_MAX_PER_CLASS + 1)) * (100.0 / GOOGLE_MAX_PER_CLASS)
+    if percent < val_pct:
+        return "val"
+    if percent < val_pct + test_pct:
+        return "test"
+    return "train"
+
+
+def speaker_splits(clips: list[sources.Clip]) -> dict[str, str]:
+    """speaker -> split as the given clips place them; a speaker in two splits is an error."""
+    seen: dict[str, str] = {}
+    for clip in clips:
+        speaker = sources.group_id(Path(clip.source).name)
+        if seen.setdefault(speaker, clip.split) != clip.split:
+            raise OpenWorldError(f"speaker {speaker} is in both {seen[speaker]} and {clip.split} "
+                                 f"(e.g. {clip.source}); the split lists are inconsistent")
+    return seen
+
+
+# ---------------------------------------------------------------- unknown words
+
+def _word_clips(root: Path, words: list[str] | None, split_of: Callable[[str, str], str],
+                prefix: str) -> list[sources.Clip]:
+    """root/<word>/* for each word folder (all when words is None), split by split_of(source, name)."""
+    clips = []
+    for word_dir in sources._class_dirs(root, None):
+        if words is not None and word_dir.name not in words:
+            continue
+        for path in sources._audio_files(word_dir):
+            source = f"{prefix}{word_dir.name}/{path.name}"
+            clips.append(sources.Clip(source, word_dir.name, split_of(source, path.name), path))
+    return clips
+
+
+def unknown_candidates(args: argparse.Namespace, targets: list[sources.Clip],
+                       main_root: Path) -> list[sources.Clip]:
+    """Every clip that may become 'unknown' (label = its word), with its speaker's split."""
+    target_words = set(args.words or [c.label for c in targets])
+    if args.source == "folder":
+        def split_of(source: str, name: str) -> str:
+            return sources.which_set(sources.group_id(name), args.val_pct, args.test_pct)
+        presplit = [s for s in sources.SPLITS if (main_root / s).is_dir()]
+        if presplit:
+            main = [c for c in sources.folder_clips(main_root, None) if c.label not in target_words]
+        else:
+            main = _word_clips(main_root, None, split_of, "")
+    else:
+        lists_dir = Path(args.lists).resolve() if args.lists else main_root
+        known = {name: "val" for name in sources._read_list(lists_dir / "validation_list.txt")}
+        known.update({name: "test" for name in sources._read_list(lists_dir / "testing_list.txt")})
+        speakers = speaker_splits(targets + [sources.Clip(s, "", split, Path(s)) for s, split in known.items()])
+
+        def split_of(source: str, name: str) -> str:
+            listed = known.get(re.sub(r"^\+unknown\d+/", "", source))
+            return listed or speakers.get(sources.group_id(name)) or google_which_set(name)
+        words = [w for w in sources.SPEECH_COMMANDS_WORDS[args.version] if (main_root / w).is_dir()]
+        main = [c for c in _word_clips(main_root, words, split_of, "") if c.label not in target_words]
+    extra = []
+    for index, root in enumerate(args.unknown_root):
+        extra += _word_clips(root.resolve(), None, split_of, f"+unknown{index}/")
+    clips = [c for c in main + extra if c.label not in target_words]
+    if args.unknown_words:
+        missing = sorted(set(args.unknown_words) - {c.label for c in clips})
+        if missing:
+            raise OpenWorldError(f"--unknown-words {missing}: no clips of these words found")
+        clips = [c for c in clips if c.label in args.unknown_words]
+    return clips
+
+
+def split_counts(targets: list[sources.Clip], share_pct: float, other_pct: float) -> dict[str, int]:
+    """Images of one extra class per split so that it makes share_pct of the split's images."""
+    per_split = collections.Counter(c.split for c in targets)
+    rest = 100.0 - share_pct - other_pct
+    return {s: int(round(per_split[s] * share_pct / rest)) for s in sources.SPLITS}
+
+
+def _order_key(seed: int, source: str) -> bytes:
+    return hashlib.sha256(SAMPLE_SALT + f"{seed}:{source}".encode("utf-8")).digest()
+
+
+def sample_unknown(candidates: list[sources.Clip], counts: dict[str, int], seed: int
+                   ) -> tuple[list[sources.Clip], list[str]]:
+    """counts[split] clips per split, words taken in turn (many words, evenly), relabelled 'unknown'.
+
+    Within a word the order is a seeded hash of the clip name: a stable pick that does not depend
+    on which other files exist.
+    """
+    chosen, notes = [], []
+    for split in sources.SPLITS:
+        by_word = collections.defaultdict(list)
+        for clip in candidates:
+            if clip.split == split:
+                by_word[clip.label].append(clip)
+        queues = [sorted(by_word[w], key=lambda c: _order_key(seed, c.source)) for w in sorted(by_word)]
+        picked: list[sources.Clip] = []
+        depth = 0
+        while len(picked) < counts[split] and any(depth < len(q) for q in queues):
+            for queue in queues:
+                if depth < len(queue) and len(picked) < counts[split]:
+                    picked.append(queue[depth])
+            depth += 1
+        if len(picked) < counts[split]:
+            notes.append(f"unknown: only {len(picked)} of {counts[split]} wanted clips in {split} "
+                         f"(not enough non-target clips of speakers in that split)")
+        chosen += [dataclasses.replace(c, label=UNKNOWN) for c in picked]
+    return chosen, notes
+
+
+# ---------------------------------------------------------------- silence and noise
+
+@dataclasses.dataclass(frozen=True)
+class NoiseRegion:
+    """Frames [start, end) of one background recording (at its own rate), owned by one split."""
+    path: Path
+    name: str
+    rate: int
+    start: int
+    end: int
+    split: str
+
+
+def noise_files(folders: list[Path]) -> tuple[list[Path], list[str]]:
+    """Decodable audio files in the folders: (paths, problems)."""
+    found, problems = [], []
+    for folder in folders:
+        for path in sorted(folder.iterdir()):
+            if path.suffix.lower() not in AUDIO_EXTENSIONS or path.name.startswith("."):
+                continue
+            try:
+                info = sf.info(str(path))
+            except (sf.LibsndfileError, RuntimeError, OSError) as err:
+                problems.append(f"{path}: not a readable recording ({err}); not used as noise")
+                continue
+            if info.frames < int(CROP_S * info.samplerate):
+                problems.append(f"{path}: shorter than {CROP_S:g} s; not used as noise")
+                continue
+            found.append(path)
+    return found, problems
+
+
+def noise_regions(paths: list[Path], assign: Callable[[str], str],
+                  chunk_s: float = NOISE_CHUNK_S) -> list[NoiseRegion]:
+    """Each recording cut into chunks, each chunk given to assign('<file>#<chunk>'); adjacent chunks
+    of one split are merged. Chunks never overlap, so neither do crops of different splits."""
+    regions = []
+    for path in paths:
+        info = sf.info(str(path))
+        chunk = int(round(chunk_s * info.samplerate))
+        for index, start in enumerate(range(0, info.frames, chunk)):
+            split = assign(f"{path.name}#{index}")
+            end = min(start + chunk, info.frames)
+            if regions and regions[-1].path == path and regions[-1].split == split \
+                    and regions[-1].end == start:
+                regions[-1] = dataclasses.replace(regions[-1], end=end)
+            else:
+                regions.append(NoiseRegion(path, path.name, info.samplerate, start, end, split))
+    return regions
+
+
+@dataclasses.dataclass(frozen=True)
+class Crop:
+    """One silence image's audio: CROP_S of a region at a gain, or digital silence (region None)."""
+    split: str
+    index: int
+    region: NoiseRegion | None
+    offset: int          # frames into the recording
+    gain_db: float
+
+    @property
+    def name(self) -> str:
+        if self.region is None:
+            return f"digital-silence_{self.split}_{self.index:05d}.wav"
+        stem = re.sub(r"[^A-Za-z0-9]+", "-", Path(self.region.name).stem)
+        return f"{stem}_{self.offset}_{self.gain_db:+.1f}dB.wav"
+
+    def samples(self) -> tuple[np.ndarray, int]:
+        """float32 mono audio of the crop and its sample rate (read from disk: only the crop)."""
+        if self.region is None:
+            return np.zeros(int(round(CROP_S * 16000)), np.float32), 16000
+        frames = int(round(CROP_S * self.region.rate))
+        data, rate = sf.read(str(self.region.path), start=self.offset, frames=frames, dtype="float32",
+                             always_2d=True)
+        wave = data.mean(axis=1) * np.float32(10 ** (self.gain_db / 20))
+        return np.clip(wave, -1.0, 1.0).astype(np.float32), rate
+
+
+def plan_crops(regions: list[NoiseRegion], counts: dict[str, int], seed: int,
+               digital_pct: float = DIGITAL_SILENCE_PCT) -> tuple[list[Crop], list[str]]:
+    """counts[split] crops per split: digital_pct % digital silence, the rest from that split's regions
+    (a region picked in proportion to its usable length, then a uniform offset and gain)."""
+    crops, notes = [], []
+    for split_index, split in enumerate(sources.SPLITS):
+        wanted = counts[split]
+        digital = int(round(wanted * digital_pct / 100.0))
+        usable = [r for r in regions if r.split == split and r.end - r.start >= int(CROP_S * r.rate)]
+        if not usable and wanted - digital > 0:
+            notes.append(f"silence: no background recording has a {CROP_S:g} s region in {split}; "
+                         f"its silence class is digital silence only")
+            digital = wanted
+        room = np.array([r.end - r.start - int(CROP_S * r.rate) + 1 for r in usable], dtype=np.float64)
+        for index in range(wanted):
+            if index < digital:
+                crops.append(Crop(split, index, None, 0, 0.0))
+                continue
+            rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5117, split_index, index]))
+            region = usable[int(rng.choice(len(usable), p=room / room.sum()))]
+            offset = region.start + int(rng.integers(0, region.end - region.start - int(CROP_S * region.rate) + 1))
+            gain = round(float(rng.uniform(*SILENCE_GAIN_DB)), 1)
+            crops.append(Crop(split, index, region, offset, gain))
+    return crops, notes
+
+
+def write_crops(crops: list[Crop], folder: Path) -> list[sources.Clip]:
+    """Write each crop as a float WAV in folder (kept if already there: its name fixes its content),
+    remove crop files of earlier runs that are no longer planned; -> Clips labelled 'silence'."""
+    folder.mkdir(parents=True, exist_ok=True)
+    clips, names = [], set()
+    for crop in crops:
+        path = folder / crop.name
+        names.add(crop.name)
+        if not path.exists():
+            wave, rate = crop.samples()
+            with atomic_writer(path) as handle:
+                sf.write(handle, wave, rate, subtype="FLOAT", format="WAV")
+        clips.append(sources.Clip(f"{SILENCE}/{crop.name}", SILENCE, crop.split, path))
+    for stale in folder.glob("*.wav"):
+        if stale.name not in names:
+            stale.unlink()
+    return clips
+
+
+# ---------------------------------------------------------------- the whole step (python -m preprocess)
+
+def extend(args: argparse.Namespace, targets: list[sources.Clip], source: dict, out: Path
+           ) -> tuple[list[sources.Clip], dict, list[str]]:
+    """Targets + the sampled unknown and silence clips, the render.json source record (which says
+    which classes are targets), and notes for the summary."""
+    if not enabled(args):
+        return targets, source, []
+    root = Path(source["root"])
+    notes: list[str] = []
+    clips = list(targets)
+    record = dict(source, targets=sorted({c.label for c in targets}))
+    if args.unknown_pct > 0:
+        candidates = unknown_candidates(args, targets, root)
+        if not candidates:
+            raise OpenWorldError(f"--unknown-pct {args.unknown_pct:g}: no clips of non-target words found "
+                                 f"under {root}{' or --unknown-root' if args.unknown_root else ''}")
+        counts = split_counts(targets, args.unknown_pct, args.silence_pct)
+        unknown, more = sample_unknown(candidates, counts, args.seed)
+        clips += unknown
+        notes += more
+        record["unknown"] = {"pct": args.unknown_pct, "seed": args.seed,
+                             "words": sorted({c.label for c in candidates}),
+                             "roots": [str(r.resolve()) for r in args.unknown_root]}
+    if args.silence_pct > 0:
+        folders = ([root / NOISE_FOLDER] if (root / NOISE_FOLDER).is_dir() else []) + list(args.noise_dir)
+        paths, problems = noise_files(folders)
+        notes += problems
+        if not paths and args.digital_silence_pct < 100:
+            raise OpenWorldError(f"--silence-pct {args.silence_pct:g}: no background recordings in "
+                                 f"{root / NOISE_FOLDER} or --noise-dir (use --noise-dir DIR, or "
+                                 f"--digital-silence-pct 100)")
+        val_pct, test_pct = (args.val_pct, args.test_pct) if args.source == "folder" else (10.0, 10.0)
+        regions = noise_regions(paths, lambda key: sources.which_set(key, val_pct, test_pct))
+        crops, more = plan_crops(regions, split_counts(targets, args.silence_pct, args.unknown_pct),
+                                 args.seed, args.digital_silence_pct)
+        notes += more
+        clips += write_crops(crops, out / CROP_FOLDER / SILENCE)
+        record["silence"] = {"pct": args.silence_pct, "digital_pct": args.digital_silence_pct,
+                             "seed": args.seed, "gain_db": list(SILENCE_GAIN_DB),
+                             "noise": [str(p.resolve()) for p in paths]}
+    return sorted(clips), record, notes
+
+
+def png_stem(clip: sources.Clip) -> str:
+    """Unknown clips of different words may share a file name: their PNG name keeps the word."""
+    if clip.label == UNKNOWN:
+        return re.sub(r"[^\w.-]+", "-", str(Path(clip.source).with_suffix("")).lstrip("+"))
+    return Path(clip.source).stem
+
+
+def audio_path(source: str, render_record: dict | None, images_dir: Path) -> Path | None:
+    """The audio file of a manifest source that is not under the audio root: a silence crop
+    (IMAGES/.openworld/silence/...) or a clip of an --unknown-root ('+unknown<i>/...'); else None."""
+    if source.startswith(f"{SILENCE}/"):
+        return Path(images_dir) / CROP_FOLDER / source
+    match = re.match(r"^\+unknown(\d+)/(.+)$", source)
+    roots = ((render_record or {}).get("source") or {}).get("unknown", {}).get("roots", [])
+    if match and int(match.group(1)) < len(roots):
+        return Path(roots[int(match.group(1))]) / match.group(2)
+    return None
+
+
+def target_classes(classes: list[str], render_record: dict | None = None) -> list[str]:
+    """The classes that are words to spot: render.json's 'targets' if recorded, else all but the
+    extra classes."""
+    recorded = ((render_record or {}).get("source") or {}).get("targets")
+    if recorded:
+        return [c for c in classes if c in recorded]
+    return [c for c in classes if c not in EXTRA_CLASSES]
