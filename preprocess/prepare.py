@@ -17,7 +17,6 @@ import csv
 import fcntl
 import hashlib
 import io
-import json
 import multiprocessing
 import os
 import shutil
@@ -30,12 +29,12 @@ from tqdm import tqdm
 
 from preprocess import download, sources
 from preprocess.atomic import atomic_write_text
+from preprocess.layout import RENDER_JSON, SPLITS, SettingsError, read_render_record, write_render_record
 from preprocess.render import AudioError, RenderSettings, read_png_metadata, render_file, save_png
 
 DEFAULT_OUT = "images"
 DEFAULT_WORDS = ["yes", "no"]          # speechcommands default; the folder source takes all classes
 DEFAULT_DATA_DIR = "data"              # where a downloaded Speech Commands copy is kept
-RENDER_JSON = "render.json"
 MANIFEST = "manifest.csv"
 MANIFEST_FIELDS = ("source", "sha256", "split", "label", "png", "status", "reason")
 LOCK_FILE = ".preprocess.lock"
@@ -151,7 +150,7 @@ def check_out_dir(out: Path, settings: RenderSettings, source: dict, force: bool
     """
     record_path = out / RENDER_JSON
     if force and record_path.exists():  # only a folder this tool made: never wipe a stranger's train/
-        for split in sources.SPLITS:
+        for split in SPLITS:
             shutil.rmtree(out / split, ignore_errors=True)
         for name in (RENDER_JSON, MANIFEST):
             (out / name).unlink(missing_ok=True)
@@ -159,10 +158,9 @@ def check_out_dir(out: Path, settings: RenderSettings, source: dict, force: bool
     if not record_path.exists():
         return False
     try:
-        record = json.loads(record_path.read_text())
-        old = RenderSettings.from_dict(record["settings"])
-        old_source = record["source"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        record = read_render_record(out)
+        old, old_source = RenderSettings.from_dict(record["settings"]), record["source"]
+    except (SettingsError, KeyError) as err:
         raise PrepareError(f"{record_path}: unreadable ({err}); use --force to rebuild {out}") from None
     if old.digest() != settings.digest():
         changed = ", ".join(f"{k} {v!r} -> {settings.to_dict()[k]!r}"
@@ -187,7 +185,7 @@ def existing_images(out: Path, settings_hash: str, manifest_trusted: bool) -> di
     that was killed before its manifest) and a missing manifest fall back to the PNG metadata.
     """
     on_disk = {p.relative_to(out).as_posix(): p
-               for split in sources.SPLITS if (out / split).is_dir()
+               for split in SPLITS if (out / split).is_dir()
                for p in (out / split).rglob("*.png")}
     known: dict[str, tuple[str, str]] = {}
     manifest = out / MANIFEST
@@ -244,7 +242,7 @@ def remove_stale(out: Path, keep: set[str], notes: list[str]) -> int:
     PNGs without this tool's metadata are not ours: they are left alone and noted.
     """
     removed = 0
-    for split in sources.SPLITS:
+    for split in SPLITS:
         base = out / split
         if not base.is_dir():
             continue
@@ -363,7 +361,7 @@ def summary(out: Path, rows: list[dict], counts: collections.Counter, removed: i
              f"up to date {counts['skipped']}, failed {counts['failed']}, stale PNGs removed {removed} "
              f"({seconds:.1f} s)",
              "  " + "split".ljust(6) + "".join(label.rjust(width + 1) for label in labels) + "total".rjust(7)]
-    for split in sources.SPLITS:
+    for split in SPLITS:
         cells = [table[(split, label)] for label in labels]
         lines.append("  " + split.ljust(6) + "".join(str(c).rjust(width + 1) for c in cells)
                      + str(sum(cells)).rjust(7))
@@ -394,9 +392,7 @@ def prepare(args: argparse.Namespace) -> int:
         except OSError:
             raise PrepareError(f"{out}: another `python -m preprocess` is writing there") from None
         manifest_trusted = check_out_dir(out, settings, source, args.force)
-        atomic_write_text(out / RENDER_JSON, json.dumps(
-            {"settings": settings.to_dict(), "settings_hash": settings.digest(), "source": source},
-            indent=2) + "\n")
+        write_render_record(out, settings, source)
 
         names, notes = png_paths(clips)
         tasks = plan_tasks(clips, names, existing_images(out, settings.digest(), manifest_trusted),

@@ -28,12 +28,12 @@ from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
+from preprocess.layout import read_render_record
 from preprocess.render import RenderSettings
 from train.checkpoint import (STATE_FILE, CheckpointError, atomic_torch_save, cpu_state_dict, load_train_state,
                               make_checkpoint, resume_config, save_train_state)
 from train.engine import exponential_average, score_loader, train_one_epoch
-from train.data import (NOISE_PROBABILITY, DataError, NoiseFloor, SpecAugment, Unaugmented, build_datasets,
-                        read_render_info)
+from train.data import NOISE_PROBABILITY, DataError, NoiseFloor, SpecAugment, Unaugmented, build_datasets
 from train.metrics import (classification_report, format_confusion, plot_confusion, plot_curves,
                            write_json_atomic)
 from train.models import ARCHITECTURES, DEFAULT_ARCH, PretrainedError, build_model, load_pretrained
@@ -75,7 +75,7 @@ class Training:
             torch.backends.cudnn.benchmark = False  # reproducible kernels over a few % of speed
             torch.backends.cudnn.deterministic = True
 
-        self.render = read_render_info(args.images)
+        self.render = read_render_record(args.images)
         self.settings = RenderSettings.from_dict(self.render["settings"])
         self.input_size = (self.settings.channels, *self.settings.image_size)
         noise = None
