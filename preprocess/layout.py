@@ -29,7 +29,7 @@ def read_render_record(images_dir: str | os.PathLike) -> dict:
     path = Path(images_dir) / RENDER_JSON
     if not path.is_file():
         raise SettingsError(f"{path}: missing; it records how the PNGs were rendered so a new clip can be "
-                            f"rendered identically at prediction time (run `python -m preprocess` to make it)")
+                            f"rendered identically at prediction time (`python -m preprocess` makes it)")
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
         RenderSettings.from_dict(record["settings"])

@@ -1,4 +1,5 @@
-"""preprocess.show (per-clip figure) and preprocess.sheet (contact sheet) on synthetic speech and real PNGs."""
+"""preprocess.show (per-clip figure) and preprocess.sheet (contact sheet) on synthetic speech and the
+PNGs preprocess renders from it."""
 from __future__ import annotations
 
 import dataclasses

@@ -294,7 +294,8 @@ def test_training_writes_every_output(trained, speech_images):
     assert set(epochs[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
     test = metrics["test"]
     assert set(test) == {"accuracy", "loss", "per_class", "confusion"}
-    test_pngs = sorted(p.relative_to(speech_images).as_posix() for p in (speech_images / "test").rglob("*.png"))
+    test_pngs = sorted(p.relative_to(speech_images).as_posix()
+                       for p in (speech_images / "test").rglob("*.png"))
     assert sorted(p["png"] for p in metrics["test_predictions"]) == test_pngs
     assert sum(map(sum, test["confusion"])) == len(test_pngs)
     assert test["accuracy"] == pytest.approx(

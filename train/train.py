@@ -30,8 +30,8 @@ from tqdm import tqdm
 
 from preprocess.layout import read_render_record
 from preprocess.render import RenderSettings
-from train.checkpoint import (STATE_FILE, CheckpointError, atomic_torch_save, cpu_state_dict, load_train_state,
-                              make_checkpoint, resume_config, save_train_state)
+from train.checkpoint import (STATE_FILE, CheckpointError, atomic_torch_save, cpu_state_dict,
+                              load_train_state, make_checkpoint, resume_config, save_train_state)
 from train.engine import exponential_average, score_loader, train_one_epoch
 from train.data import NOISE_PROBABILITY, DataError, NoiseFloor, SpecAugment, Unaugmented, build_datasets
 from train.metrics import (classification_report, format_confusion, plot_confusion, plot_curves,
