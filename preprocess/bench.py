@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         # Project first: its worker pool forks before this process has run any torch code.
         # Each run starts with the disk's write-back done (os.sync): pending write-back makes file
         # creation dearer (on ext4 without a journal, inodes deleted in the last 300 s instead of 60 s
-        # are skipped, one by one, on every create; see the README).
+        # are skipped, one by one, on every create; see docs/benchmarks.md).
         os.sync()
         cpu = cpu_seconds()
         project_s = run_project(args.root, Path(tmp) / "project", args.workers)

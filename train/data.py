@@ -28,7 +28,7 @@ MAX_TIME_MASK = 0.10
 FREQ_MASKS = 2           # and up to 2 masks of up to 10% of the frequency rows each
 MAX_FREQ_MASK = 0.10
 NOISE_PROBABILITY = 0.0  # share of training images given a random noise floor: off, it did not
-                         # help on the real clips (README); --noise 0.5 turns it on
+                         # help on the real clips (docs/guide.md); --noise 0.5 turns it on
 NOISE_FLOOR_DB = (-70.0, -30.0)  # its level, uniform; clean clips sit near -70, noisy rooms near -40
 NOISE_TILT_DB = 10.0     # +- dB from the lowest to the highest row: white-ish to pink-ish noise
 

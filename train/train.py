@@ -43,7 +43,7 @@ EPOCHS = 30               # upper bound; early stopping may end sooner
 PATIENCE = 10             # stop after this many epochs without a better validation score
 SELECT = "loss"           # "loss": lowest val loss is best; "acc": highest val accuracy, ties -> lower loss.
                           # Accuracy on a small val set moves in whole-image steps and its maximum is
-                          # mostly luck (README); the loss weighs every image's confidence.
+                          # mostly luck (docs/guide.md); the loss weighs every image's confidence.
 BATCH_SIZE = 64           # per process
 LR = 3e-3                 # peak learning rate of the one-cycle schedule
 WARMUP = 0.2              # fraction of the steps spent warming up to LR, then cosine decay
@@ -124,8 +124,8 @@ class Training:
                                        seed=args.seed, progress=self.progress)
         self.classes = self.datasets["train"].classes
         self.loader_options = loader_options(self.device, args.workers)
-        self.train_loader, self.train_generator = train_loader(
-            self.datasets["train"], args.batch_size, args.seed, self.world_size, self.rank, self.loader_options)
+        self.train_loader, self.train_generator = train_loader(self.datasets["train"], args.batch_size, args.seed,
+                                                               self.world_size, self.rank, self.loader_options)
         self.val_loader = eval_loader(self.datasets["val"], args.batch_size, self.loader_options)
         self.calibration_loader = None
         if args.bn_recalibration:
