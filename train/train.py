@@ -124,8 +124,9 @@ class Training:
                                        seed=args.seed, progress=self.progress)
         self.classes = self.datasets["train"].classes
         self.loader_options = loader_options(self.device, args.workers)
-        self.train_loader, self.train_generator = train_loader(self.datasets["train"], args.batch_size, args.seed,
-                                                               self.world_size, self.rank, self.loader_options)
+        self.train_loader, self.train_generator = train_loader(
+            self.datasets["train"], args.batch_size, args.seed, self.world_size, self.rank,
+            self.loader_options)
         self.val_loader = eval_loader(self.datasets["val"], args.batch_size, self.loader_options)
         self.calibration_loader = None
         if args.bn_recalibration:
