@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import first_clips
 from preprocess import sheet, show
-from preprocess.layout import render_settings
+from preprocess.layout import SettingsError, render_settings
 from preprocess.render import RenderSettings, feature_matrix, render_file, to_levels
 from preprocess.sources import SPLITS, group_id, which_set
 
@@ -230,3 +230,14 @@ def test_settings_for_other_features_drop_a_custom_range():
     mel = show.feature_settings(custom, "mel")
     assert mel.feature == "mel" and mel.pixel_range == RenderSettings(feature="mel").pixel_range
     assert dataclasses.replace(mel, feature="spectrogram", db_min=-60.0, db_max=20.0) == custom
+
+
+def test_render_settings_name_the_file_they_cannot_read(tmp_path):
+    with pytest.raises(SettingsError, match="none: no such images folder or model file"):
+        render_settings(tmp_path / "none")
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SettingsError, match="garbage.pt: no render settings readable"):
+        render_settings(tmp_path / "garbage.pt")
+    (tmp_path / "render.json").write_text('{"settings": {"feature": "wavelets"}}')
+    with pytest.raises(SettingsError, match="render.json: not a valid render.json"):
+        render_settings(tmp_path)
