@@ -3,10 +3,12 @@
 Both render the same clips (DIR/<class>/*) in one run, into throw-away folders:
 - project: `python -m preprocess --source folder` end to end (listing, hashing, rendering, PNGs with
   metadata, manifest) with all cores (--workers), timed from the call to its return;
-- seed: the module's notebook loop in one process, per clip: decode, `torchaudio.transforms.Spectrogram()`,
-  `plt.figure()`, `plt.imsave(spec.log2()[0].numpy(), cmap="viridis")`. Decoding uses soundfile, as the
-  project does (torchaudio.load needs FFmpeg), and torch runs on 1 thread, the fastest setting for it.
-The last line printed is one JSON object: {"clips", "project_clips_per_s", "seed_clips_per_s", "speedup"}.
+- baseline: the module's notebook loop in one process, per clip: decode,
+  `torchaudio.transforms.Spectrogram()`, `plt.figure()`, `plt.imsave(spec.log2()[0].numpy(), cmap="viridis")`.
+  Decoding uses soundfile, as the project does (torchaudio.load needs FFmpeg), and torch runs on 1
+  thread, the fastest setting for it.
+The last line printed is one JSON object:
+{"clips", "project_clips_per_s", "baseline_clips_per_s", "speedup"}.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ def run_project(root: Path, out: Path, workers: int) -> float:
     return seconds
 
 
-def run_seed(clips: list[sources.Clip], out: Path) -> float:
+def run_baseline(clips: list[sources.Clip], out: Path) -> float:
     """The learning module's loop, one clip after another in this process."""
     import matplotlib
     matplotlib.use("Agg")
@@ -83,21 +85,21 @@ def main(argv: list[str] | None = None) -> int:
         # Project first: its worker pool forks before this process has run any torch code.
         # Each run starts with the disk's write-back done (os.sync): pending write-back makes file
         # creation dearer (on ext4 without a journal, inodes deleted in the last 300 s instead of 60 s
-        # are skipped, one by one, on every create; see the README).
+        # are skipped, one by one, on every create; see docs/benchmarks.md).
         os.sync()
         cpu = cpu_seconds()
         project_s = run_project(args.root, Path(tmp) / "project", args.workers)
         project_cpu = cpu_seconds() - cpu
         os.sync()
-        seed_s = run_seed(clips, Path(tmp) / "seed")
-        seed_cpu = cpu_seconds() - cpu - project_cpu
+        baseline_s = run_baseline(clips, Path(tmp) / "baseline")
+        baseline_cpu = cpu_seconds() - cpu - project_cpu
     n = len(clips)
     result = {"clips": n, "project_clips_per_s": round(n / project_s, 1),
-              "seed_clips_per_s": round(n / seed_s, 1), "speedup": round(seed_s / project_s, 2)}
+              "baseline_clips_per_s": round(n / baseline_s, 1), "speedup": round(baseline_s / project_s, 2)}
     print(f"project ({args.workers} workers): {n} clips in {project_s:.2f} s = {n / project_s:.1f} clips/s "
           f"({1000 * project_cpu / n:.2f} ms CPU per clip)")
-    print(f"seed (1 process, matplotlib imsave): {n} clips in {seed_s:.2f} s = {n / seed_s:.1f} clips/s "
-          f"({1000 * seed_cpu / n:.2f} ms CPU per clip)")
+    print(f"baseline (1 process, matplotlib imsave): {n} clips in {baseline_s:.2f} s = "
+          f"{n / baseline_s:.1f} clips/s ({1000 * baseline_cpu / n:.2f} ms CPU per clip)")
     print(f"load average during the run: {os.getloadavg()[0]:.1f} on {prepare.available_cores()} cores")
     print(json.dumps(result))
     return 0

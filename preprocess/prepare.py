@@ -24,7 +24,6 @@ import errno
 import fcntl
 import hashlib
 import io
-import json
 import multiprocessing
 import os
 import shutil
@@ -42,13 +41,13 @@ from tqdm import tqdm
 from preprocess import cli, download, openworld, shards, sources
 from preprocess.cli import SpecVisionError
 from preprocess.atomic import atomic_write_text
+from preprocess.layout import RENDER_JSON, SPLITS, SettingsError, read_render_record, write_render_record
 from preprocess.render import (MAX_AUDIO_SECONDS, AudioError, RenderSettings, open_audio, read_png_metadata,
                                render_file, save_png)
 
 DEFAULT_OUT = "images"
 DEFAULT_WORDS = ["yes", "no"]          # speechcommands default; the folder source takes all classes
 DEFAULT_DATA_DIR = "data"              # where a downloaded Speech Commands copy is kept
-RENDER_JSON = "render.json"
 MANIFEST = "manifest.csv"
 MANIFEST_FIELDS = ("source", "sha256", "split", "label", "png", "status", "reason", "size", "mtime_ns")
 LOCK_FILE = ".preprocess.lock"
@@ -208,7 +207,7 @@ def check_out_dir(out: Path, settings: RenderSettings, source: dict, force: bool
     """
     record_path = out / RENDER_JSON
     if force and record_path.exists():  # only a folder this tool made: never wipe a stranger's train/
-        for split in sources.SPLITS:
+        for split in SPLITS:
             shutil.rmtree(out / split, ignore_errors=True)
         for name in (RENDER_JSON, MANIFEST):
             (out / name).unlink(missing_ok=True)
@@ -216,10 +215,9 @@ def check_out_dir(out: Path, settings: RenderSettings, source: dict, force: bool
     if not record_path.exists():
         return False
     try:
-        record = json.loads(record_path.read_text())
-        old = RenderSettings.from_dict(record["settings"])
-        old_source = record["source"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        record = read_render_record(out)
+        old, old_source = RenderSettings.from_dict(record["settings"]), record["source"]
+    except (SettingsError, KeyError) as err:
         raise PrepareError(f"{record_path}: unreadable ({err}); use --force to rebuild {out}") from None
     if old.digest() != settings.digest():
         changed = ", ".join(f"{k} {v!r} -> {settings.to_dict()[k]!r}"
@@ -251,7 +249,7 @@ def existing_images(out: Path, settings_hash: str, manifest_trusted: bool,
     `wanted`: only these PNGs (a shard's), not the ones other shards may be writing right now.
     """
     on_disk = {p.relative_to(out).as_posix(): p
-               for split in sources.SPLITS if (out / split).is_dir()
+               for split in SPLITS if (out / split).is_dir()
                for p in (out / split).rglob("*.png")}
     if wanted is not None:
         on_disk = {rel: p for rel, p in on_disk.items() if rel in wanted}
@@ -312,7 +310,7 @@ def remove_stale(out: Path, keep: set[str], notes: list[str]) -> int:
     PNGs without this tool's metadata are not ours: they are left alone and noted.
     """
     removed = 0
-    for split in sources.SPLITS:
+    for split in SPLITS:
         base = out / split
         if not base.is_dir():
             continue
@@ -600,7 +598,7 @@ def summary(out: Path, rows: list[dict], counts: collections.Counter, removed: i
              f"up to date {counts['skipped']}, failed {counts['failed']}, stale PNGs removed {removed} "
              f"({seconds:.1f} s)",
              "  " + "split".ljust(6) + "".join(label.rjust(width + 1) for label in labels) + "total".rjust(7)]
-    for split in sources.SPLITS:
+    for split in SPLITS:
         cells = [table[(split, label)] for label in labels]
         lines.append("  " + split.ljust(6) + "".join(str(c).rjust(width + 1) for c in cells)
                      + str(sum(cells)).rjust(7))
@@ -661,9 +659,7 @@ def prepare(args: argparse.Namespace) -> int:
     with out_dir_lock(out, shard):
         clips, source, extra_notes = openworld.extend(args, clips, source, out)  # unknown/silence
         manifest_trusted = check_out_dir(out, settings, source, args.force)
-        atomic_write_text(out / RENDER_JSON, json.dumps(
-            {"settings": settings.to_dict(), "settings_hash": settings.digest(), "source": source},
-            indent=2) + "\n")
+        write_render_record(out, settings, source)
 
         names, notes = png_paths(clips)  # on the whole list: a shard names its PNGs as one run would
         notes += extra_notes
@@ -717,11 +713,10 @@ def prepare(args: argparse.Namespace) -> int:
 def merge_shards(out: Path, count: int) -> int:
     """Merge the manifest parts of an N-shard run into OUT/manifest.csv, as one process would write it."""
     start = time.perf_counter()
-    record_path = out / RENDER_JSON
     try:
-        settings_hash = json.loads(record_path.read_text())["settings_hash"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise PrepareError(f"{record_path}: no usable render record ({err}); were the shards run "
+        settings_hash = read_render_record(out)["settings_hash"]
+    except (SettingsError, KeyError) as err:
+        raise PrepareError(f"{out / RENDER_JSON}: no usable render record ({err}); were the shards run "
                            f"with --out {out}?") from None
     with out_dir_lock(out, None):
         parts = shards.finished_parts(out, count, settings_hash)

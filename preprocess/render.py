@@ -360,8 +360,6 @@ def image_to_tensor(image: Image.Image, channels: int) -> torch.Tensor:
 
 # ---------------------------------------------------------------- PNG files
 
-PNG_KEYS = ("source", "label", "split", "settings_hash")
-
 
 def save_png(image: Image.Image, path: str | os.PathLike, metadata: dict[str, str] | None = None,
              temp_dir: str | os.PathLike | None = None) -> None:

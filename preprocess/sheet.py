@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import random
 import sys
 from pathlib import Path
@@ -24,8 +23,8 @@ from tqdm import tqdm
 
 from preprocess import cli
 from preprocess.cli import SpecVisionError
-from preprocess.render import RenderSettings, save_png
-from preprocess.sources import SPLITS
+from preprocess.layout import SPLITS, SettingsError, render_settings
+from preprocess.render import save_png
 
 DEFAULT_PER_CLASS = 50
 DEFAULT_COLUMNS = 10
@@ -76,11 +75,11 @@ def select(paths: list[str], per_class: int, sample: bool, seed: int) -> list[st
 
 def expected_size(images: Path, paths: list[Path]) -> tuple[int, int]:
     """(width, height) every tile should have: from render.json, else the most common PNG size."""
-    for candidate in (images / "render.json", images.parent / "render.json"):
+    for folder in (images, images.parent):  # images/ or one of its splits
         try:
-            height, width = RenderSettings.from_dict(json.loads(candidate.read_text())["settings"]).image_size
+            height, width = render_settings(folder).image_size
             return width, height
-        except (OSError, ValueError, KeyError, TypeError):
+        except SettingsError:
             continue
     sizes = collections.Counter()
     for path in paths[:50]:

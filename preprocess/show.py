@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 from pathlib import Path
@@ -26,8 +25,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from preprocess import cli
-from preprocess.cli import SpecVisionError
 from preprocess.atomic import atomic_writer  # noqa: E402
+from preprocess.layout import SettingsError, render_settings  # noqa: E402
 from preprocess.render import (FEATURES, AudioError, RenderSettings, feature_matrix,  # noqa: E402
                                fit_length, load_audio, render_image)
 
@@ -36,28 +35,6 @@ ROW_HEIGHT_IN = 2.5     # inches per plot row
 COLORBAR_WIDTH = 0.06   # relative to a clip column
 DPI = 100
 ROWS = ("waveform", "spectrogram", "mel", "mfcc", "png")
-
-
-class SettingsError(SpecVisionError):
-    """Render settings that cannot be read; the message names the file."""
-
-
-def settings_from(images: str | os.PathLike | None = None,
-                  model: str | os.PathLike | None = None) -> RenderSettings:
-    """Render settings of an images dir (its render.json), of a model.pt, or the defaults."""
-    if images is not None:
-        path = Path(images) / "render.json"
-        try:
-            return RenderSettings.from_dict(json.loads(path.read_text())["settings"])
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise SettingsError(f"{path}: cannot read render settings ({err})") from None
-    if model is not None:
-        from train.checkpoint import CheckpointError, load_checkpoint
-        try:
-            return RenderSettings.from_dict(load_checkpoint(model)["render"])
-        except CheckpointError as err:
-            raise SettingsError(str(err)) from None
-    return RenderSettings()
 
 
 def feature_settings(settings: RenderSettings, feature: str) -> RenderSettings:
@@ -182,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = settings_from(args.images, args.model)
+        where = args.images or args.model
+        settings = render_settings(where) if where else RenderSettings()
     except SettingsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

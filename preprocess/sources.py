@@ -10,9 +10,9 @@ import hashlib
 from pathlib import Path
 
 from preprocess.cli import SpecVisionError
+from preprocess.layout import SPLITS
 from preprocess.render import AUDIO_EXTENSIONS
 
-SPLITS = ("train", "val", "test")
 # Salt for the speaker-hash split. Changing it moves every speaker: never change it.
 SPLIT_SALT = b"specvision-split-v1:"
 NOHASH = "_nohash_"

@@ -1,4 +1,5 @@
-"""preprocess.show (per-clip figure) and preprocess.sheet (contact sheet) on synthetic speech and real PNGs."""
+"""preprocess.show (per-clip figure) and preprocess.sheet (contact sheet) on synthetic speech and the
+PNGs preprocess renders from it."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,6 +12,7 @@ from PIL import Image
 
 from conftest import first_clips
 from preprocess import sheet, show
+from preprocess.layout import SettingsError, render_settings
 from preprocess.render import RenderSettings, feature_matrix, render_file, to_levels
 from preprocess.sources import SPLITS, group_id, which_set
 
@@ -95,7 +97,7 @@ def test_show_uses_the_renderers_pixels(clips):
 def test_show_with_images_dir_shows_the_png_preprocess_wrote(small_images, speech, tmp_path):
     """--images DIR: the settings of DIR/render.json (here gray mel), so the panel equals the file."""
     images = small_images["gray"]
-    settings = show.settings_from(images=images)
+    settings = render_settings(images)
     assert settings.feature == "mel" and settings.colormap == "gray"
     png = next(images.rglob("*.png"))
     source = speech / png.parent.name / (png.stem + ".wav")
@@ -119,7 +121,7 @@ def test_show_with_model_uses_the_checkpoint_settings(clips, tmp_path):
     torch.manual_seed(0)
     atomic_torch_save(make_checkpoint(model, "cnnet", ["no", "yes"], (1, *settings.image_size),
                                       settings.to_dict()), tmp_path / "model.pt")
-    assert show.settings_from(model=tmp_path / "model.pt") == settings
+    assert render_settings(tmp_path / "model.pt") == settings
     out = tmp_path / "m.png"
     assert show.main([str(clips[0]), "--model", str(tmp_path / "model.pt"), "--out", str(out)]) == 0
     _looks_like_a_figure(out, (400, 5 * 200))
@@ -228,3 +230,14 @@ def test_settings_for_other_features_drop_a_custom_range():
     mel = show.feature_settings(custom, "mel")
     assert mel.feature == "mel" and mel.pixel_range == RenderSettings(feature="mel").pixel_range
     assert dataclasses.replace(mel, feature="spectrogram", db_min=-60.0, db_max=20.0) == custom
+
+
+def test_render_settings_name_the_file_they_cannot_read(tmp_path):
+    with pytest.raises(SettingsError, match="none: no such images folder or model file"):
+        render_settings(tmp_path / "none")
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SettingsError, match="garbage.pt: no render settings readable"):
+        render_settings(tmp_path / "garbage.pt")
+    (tmp_path / "render.json").write_text('{"settings": {"feature": "wavelets"}}')
+    with pytest.raises(SettingsError, match="render.json: not a valid render.json"):
+        render_settings(tmp_path)

@@ -17,11 +17,11 @@ from PIL import Image
 from torch.optim.swa_utils import update_bn
 
 from conftest import REPO, SPEECH_EPOCHS, first_clips
+from preprocess.layout import SettingsError, read_render_record
 from preprocess.render import RenderSettings, image_to_tensor, read_png_metadata, render_file, save_png
 from train import bench, evaluate as evaluate_cli
 from train.checkpoint import STATE_FILE, load_checkpoint, load_model
-from train.data import (DataError, NoiseFloor, SpecAugment, SpectrogramFolder, build_datasets,
-                        read_render_info)
+from train.data import DataError, NoiseFloor, SpecAugment, SpectrogramFolder, build_datasets
 from train.engine import exponential_average
 from train.metrics import classification_report
 from train.models import ARCHITECTURES, DEFAULT_ARCH, PretrainedError, build_model, load_pretrained
@@ -64,7 +64,7 @@ def state_dicts_equal(a: dict, b: dict) -> bool:
 
 def test_training_input_is_exactly_what_predict_renders(speech_images, speech):
     """A PNG as the trainer loads it (plain and cached) == image_to_tensor of the clip rendered afresh."""
-    info = read_render_info(speech_images)
+    info = read_render_record(speech_images)
     settings = RenderSettings.from_dict(info["settings"])
     datasets = build_datasets(speech_images, settings, cache=True, splits=("test",), progress=False)
     plain = SpectrogramFolder(speech_images / "test", settings.channels, settings.image_size)
@@ -117,7 +117,7 @@ def test_augmentations_keep_shape_and_never_flip():
 
 
 def test_noise_floor_mixes_in_decibels_and_stays_a_rendered_image(small_images):
-    settings = RenderSettings.from_dict(read_render_info(small_images)["settings"])
+    settings = RenderSettings.from_dict(read_render_record(small_images)["settings"])
     noise = NoiseFloor(settings, probability=1.0, floor_db=(-40.0, -40.0), tilt_db=0.0)
     folder = SpectrogramFolder(small_images / "train", 3, settings.image_size)
     # the loudest clip: it has pixels both far below and far above the floor
@@ -142,7 +142,7 @@ def test_noise_floor_mixes_in_decibels_and_stays_a_rendered_image(small_images):
 
 
 def test_training_augmentation_is_seeded_by_epoch_and_index(small_images):
-    settings = RenderSettings.from_dict(read_render_info(small_images)["settings"])
+    settings = RenderSettings.from_dict(read_render_record(small_images)["settings"])
     train = build_datasets(small_images, settings, augment=SpecAugment(), progress=False)["train"]
     train.epoch = 1
     first = train[3][0]
@@ -153,7 +153,7 @@ def test_training_augmentation_is_seeded_by_epoch_and_index(small_images):
 
 
 def test_bad_image_folders_are_clear_errors(small_images, tmp_path, capsys):
-    settings = RenderSettings.from_dict(read_render_info(small_images)["settings"])
+    settings = RenderSettings.from_dict(read_render_record(small_images)["settings"])
     broken = tmp_path / "images"
     shutil.copytree(small_images, broken)
     shutil.rmtree(broken / "val" / "yes")
@@ -175,8 +175,8 @@ def test_bad_image_folders_are_clear_errors(small_images, tmp_path, capsys):
                                         r"129x81"):
         build_datasets(small_images, other, progress=False)
     (broken / "render.json").unlink()
-    with pytest.raises(DataError, match="render.json: missing"):
-        read_render_info(broken)
+    with pytest.raises(SettingsError, match="render.json: missing"):
+        read_render_record(broken)
 
 
 def test_gray_images_are_one_channel(speech, tmp_path):
@@ -294,7 +294,8 @@ def test_training_writes_every_output(trained, speech_images):
     assert set(epochs[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
     test = metrics["test"]
     assert set(test) == {"accuracy", "loss", "per_class", "confusion"}
-    test_pngs = sorted(p.relative_to(speech_images).as_posix() for p in (speech_images / "test").rglob("*.png"))
+    test_pngs = sorted(p.relative_to(speech_images).as_posix()
+                       for p in (speech_images / "test").rglob("*.png"))
     assert sorted(p["png"] for p in metrics["test_predictions"]) == test_pngs
     assert sum(map(sum, test["confusion"])) == len(test_pngs)
     assert test["accuracy"] == pytest.approx(

@@ -9,7 +9,6 @@ spectrogram is a different sound), so there are none.
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
 import torch
@@ -19,10 +18,8 @@ from torchvision.transforms.functional import pil_to_tensor
 from tqdm import tqdm
 
 from preprocess.cli import SpecVisionError
+from preprocess.layout import SPLITS
 from preprocess.render import RenderSettings, colormap_lut, image_to_tensor
-
-SPLITS = ("train", "val", "test")
-RENDER_JSON = "render.json"
 
 # Augmentation strength (fractions of the image width/height; a 201x81 image is 81 frames of 12.5 ms).
 MAX_TIME_SHIFT = 0.25    # up to +-20 frames (250 ms): words are not always centred, and some real
@@ -32,27 +29,13 @@ MAX_TIME_MASK = 0.10
 FREQ_MASKS = 2           # and up to 2 masks of up to 10% of the frequency rows each
 MAX_FREQ_MASK = 0.10
 NOISE_PROBABILITY = 0.0  # share of training images given a random noise floor: off, it did not
-                         # help on the real clips (README); --noise 0.5 turns it on
+                         # help on the real clips (docs/guide.md); --noise 0.5 turns it on
 NOISE_FLOOR_DB = (-70.0, -30.0)  # its level, uniform; clean clips sit near -70, noisy rooms near -40
 NOISE_TILT_DB = 10.0     # +- dB from the lowest to the highest row: white-ish to pink-ish noise
 
 
 class DataError(SpecVisionError):
     """An images folder that cannot be trained on; the message names the path and the reason."""
-
-
-def read_render_info(images_dir: str | Path) -> dict:
-    """images/render.json -> its dict, with 'settings' validated by RenderSettings."""
-    path = Path(images_dir) / RENDER_JSON
-    if not path.is_file():
-        raise DataError(f"{path}: missing; it records how the PNGs were rendered so a new clip can be "
-                        f"rendered identically at prediction time (run `python -m preprocess` to make it)")
-    try:
-        info = json.loads(path.read_text())
-        RenderSettings.from_dict(info["settings"])
-    except (ValueError, KeyError, TypeError) as err:
-        raise DataError(f"{path}: not a valid render.json ({err!r})") from None
-    return info
 
 
 def load_png(path: str, channels: int) -> Image.Image:

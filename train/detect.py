@@ -31,7 +31,7 @@ import dataclasses
 import numpy as np
 
 # ---------------------------------------------------------------- defaults (seconds, dB)
-DEFAULT_HOP_S = 0.25          # one window every 250 ms, as in the issue
+DEFAULT_HOP_S = 0.25          # one window every 250 ms: each word is seen by about 4 windows
 DEFAULT_SMOOTH_S = 0.75       # posterior averaging span (recognize_commands averages ~0.5-1 s)
 DEFAULT_THRESHOLD = 0.7       # smoothed confidence a label must reach (recognize_commands default 0.7)
 DEFAULT_REFRACTORY_S = 0.75   # words (middles) closer than this are one word: the stronger answer is kept

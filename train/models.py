@@ -61,7 +61,7 @@ class ResidualBlock(nn.Module):
 
 
 class SpecResNet(nn.Module):
-    """Compact residual CNN for spectrogram images: the default (see README for the measurement).
+    """Compact residual CNN for spectrogram images: the default (measured in docs/benchmarks.md).
 
     A stride-2 stem and a max-pool shrink a 201x81 image 4x per side before any residual block (that
     is where cnnet spends its time: 32 full-resolution 5x5 maps), then three residual stages double
@@ -125,7 +125,7 @@ ARCHITECTURES = {
     "resnet18": functools.partial(TorchvisionNet, "resnet18"),
     "mobilenet_v3_small": functools.partial(TorchvisionNet, "mobilenet_v3_small"),
 }
-DEFAULT_ARCH = "specresnet"  # measured by `python -m train.bench` against cnnet (README)
+DEFAULT_ARCH = "specresnet"  # measured by `python -m train.bench` against cnnet (docs/benchmarks.md)
 
 
 def build_model(arch: str, num_classes: int, input_size: tuple[int, int, int]) -> nn.Module:

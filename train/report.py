@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 from preprocess import cli, openworld
 from preprocess.cli import SpecVisionError
+from preprocess.layout import RENDER_JSON, SPLITS, SettingsError, read_render_record
 from preprocess.render import RenderSettings
-from preprocess.sources import SPLITS
 from train.checkpoint import CheckpointError, load_checkpoint
 from train.metrics import plot_curves
 
@@ -94,7 +94,10 @@ def load_inputs(model_dir: Path, images: str | None = None) -> Inputs:
         raise ReportError(str(err)) from None
     metrics = _read_json(model_dir / "metrics.json")
     images_dir = find_images_dir(model_dir, metrics, images)
-    render_json = _read_json(images_dir / "render.json") if (images_dir / "render.json").is_file() else None
+    try:
+        render_json = read_render_record(images_dir) if (images_dir / RENDER_JSON).is_file() else None
+    except SettingsError as err:
+        raise ReportError(str(err)) from None
     manifest = None
     if (images_dir / "manifest.csv").is_file():
         with open(images_dir / "manifest.csv", newline="", encoding="utf-8") as handle:

@@ -30,24 +30,24 @@ from tqdm import tqdm
 
 from preprocess import cli
 from preprocess.cli import SpecVisionError
+from preprocess.layout import read_render_record
 from preprocess.openworld import target_classes
 from preprocess.render import RenderSettings
 from train import balance
-from train.checkpoint import (STATE_FILE, CheckpointError, atomic_torch_save, cpu_state_dict, load_train_state,
+from train.checkpoint import (STATE_FILE, atomic_torch_save, cpu_state_dict, load_train_state,
                               make_checkpoint, resume_config, save_train_state)
 from train.engine import exponential_average, score_loader, train_one_epoch
-from train.data import (NOISE_PROBABILITY, DataError, NoiseFloor, SpecAugment, Unaugmented, build_datasets,
-                        read_render_info)
+from train.data import NOISE_PROBABILITY, NoiseFloor, SpecAugment, Unaugmented, build_datasets
 from train.metrics import (classification_report, format_confusion, plot_confusion, plot_curves,
                            write_json_atomic)
-from train.models import ARCHITECTURES, DEFAULT_ARCH, PretrainedError, build_model, load_pretrained
+from train.models import ARCHITECTURES, DEFAULT_ARCH, build_model, load_pretrained
 
 # ---------------------------------------------------------------- configuration (each one is a flag)
 EPOCHS = 30               # upper bound; early stopping may end sooner
 PATIENCE = 10             # stop after this many epochs without a better validation score
 SELECT = "loss"           # "loss": lowest val loss is best; "acc": highest val accuracy, ties -> lower loss.
                           # Accuracy on a small val set moves in whole-image steps and its maximum is
-                          # mostly luck (README); the loss weighs every image's confidence.
+                          # mostly luck (docs/guide.md); the loss weighs every image's confidence.
 BATCH_SIZE = 64           # per process
 LR = 3e-3                 # peak learning rate of the one-cycle schedule
 WARMUP = 0.2              # fraction of the steps spent warming up to LR, then cosine decay
@@ -60,6 +60,44 @@ BN_RECALIBRATION = 1024   # training images (un-augmented) that re-estimate Batc
 EMA_EPOCHS = 2.0          # validate/keep an exponential moving average of the weights over ~2 epochs
 
 MODEL_FILE = "model.pt"
+
+
+# ---------------------------------------------------------------- loaders
+
+def loader_options(device: torch.device, workers: int | None) -> dict:
+    if workers is None:
+        workers = min(GPU_WORKERS, os.cpu_count() or 1) if device.type == "cuda" else 0
+    return {"num_workers": workers, "pin_memory": device.type == "cuda",
+            "worker_init_fn": _seed_worker if workers else None,
+            "persistent_workers": False}  # fresh workers each epoch see the new epoch's seed
+
+
+def train_loader(dataset, batch_size: int, seed: int, world_size: int, rank: int,
+                 options: dict) -> tuple[DataLoader, torch.Generator]:
+    """-> (shuffling loader, its generator: reseeded each epoch); a DistributedSampler shard under DDP."""
+    generator = torch.Generator()
+    sampler = None
+    if world_size > 1:
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
+                                     drop_last=True)
+    per_process = len(sampler) if sampler is not None else len(dataset)
+    # A last batch of 1-2 images makes BatchNorm's batch statistics meaningless: drop it, unless
+    # it is the only one.
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
+                        generator=generator, drop_last=per_process > batch_size, **options)
+    return loader, generator
+
+
+def calibration_loader(dataset, size: int, batch_size: int, seed: int, options: dict) -> DataLoader:
+    """A fixed random subset of `size` un-augmented training images (val/test images look like these)."""
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    subset = Subset(Unaugmented(dataset), order[:size].tolist())
+    return DataLoader(subset, batch_size=batch_size, shuffle=False, drop_last=len(subset) > batch_size,
+                      **options)
+
+
+def eval_loader(dataset, batch_size: int, options: dict) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size * 2, shuffle=False, **options)
 
 
 # ---------------------------------------------------------------- a whole run
@@ -79,7 +117,7 @@ class Training:
             torch.backends.cudnn.benchmark = False  # reproducible kernels over a few % of speed
             torch.backends.cudnn.deterministic = True
 
-        self.render = read_render_info(args.images)
+        self.render = read_render_record(args.images)
         self.settings = RenderSettings.from_dict(self.render["settings"])
         self.input_size = (self.settings.channels, *self.settings.image_size)
         noise = None
@@ -89,9 +127,15 @@ class Training:
         self.datasets = build_datasets(args.images, self.settings, augment=augment, cache=args.cache,
                                        seed=args.seed, progress=self.progress)
         self.classes = self.datasets["train"].classes
-        self.train_loader, self.train_generator = self._train_loader()
-        self.val_loader = self._eval_loader("val")
-        self.calibration_loader = self._calibration_loader() if args.bn_recalibration else None
+        self.loader_options = loader_options(self.device, args.workers)
+        self.train_loader, self.train_generator = train_loader(
+            self.datasets["train"], args.batch_size, args.seed, self.world_size, self.rank,
+            self.loader_options)
+        self.val_loader = eval_loader(self.datasets["val"], args.batch_size, self.loader_options)
+        self.calibration_loader = None
+        if args.bn_recalibration:
+            self.calibration_loader = calibration_loader(self.datasets["train"], args.bn_recalibration,
+                                                         args.batch_size, args.seed, self.loader_options)
 
         torch.manual_seed(args.seed)  # initial weights
         model = build_model(args.arch, len(self.classes), self.input_size)
@@ -127,43 +171,6 @@ class Training:
             self._load_state()
         if args.tensorboard and self.is_main:
             self.writer = _tensorboard_writer(self.out / "tensorboard")
-
-    # ------------------------------------------------------------ loaders
-
-    def _train_loader(self):
-        dataset = self.datasets["train"]
-        generator = torch.Generator()
-        sampler = None
-        if self.world_size > 1:
-            sampler = DistributedSampler(dataset, num_replicas=self.world_size, rank=self.rank,
-                                         shuffle=True, seed=self.args.seed, drop_last=True)
-        per_process = len(sampler) if sampler is not None else len(dataset)
-        # A last batch of 1-2 images makes BatchNorm's batch statistics meaningless: drop it, unless
-        # it is the only one.
-        loader = DataLoader(dataset, batch_size=self.args.batch_size, shuffle=sampler is None,
-                            sampler=sampler, generator=generator,
-                            drop_last=per_process > self.args.batch_size, **self._loader_options())
-        return loader, generator
-
-    def _calibration_loader(self) -> DataLoader:
-        """A fixed random subset of the un-augmented training images (val/test images look like these)."""
-        dataset = self.datasets["train"]
-        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(self.args.seed))
-        subset = Subset(Unaugmented(dataset), order[:self.args.bn_recalibration].tolist())
-        return DataLoader(subset, batch_size=self.args.batch_size, shuffle=False,
-                          drop_last=len(subset) > self.args.batch_size, **self._loader_options())
-
-    def _eval_loader(self, split: str) -> DataLoader:
-        return DataLoader(self.datasets[split], batch_size=self.args.batch_size * 2, shuffle=False,
-                          **self._loader_options())
-
-    def _loader_options(self) -> dict:
-        workers = self.args.workers
-        if workers is None:
-            workers = min(GPU_WORKERS, os.cpu_count() or 1) if self.device.type == "cuda" else 0
-        return {"num_workers": workers, "pin_memory": self.device.type == "cuda",
-                "worker_init_fn": _seed_worker if workers else None,
-                "persistent_workers": False}  # fresh workers each epoch see the new epoch's seed
 
     # ------------------------------------------------------------ epochs
 
@@ -239,7 +246,7 @@ class Training:
         metrics = None
         if self.is_main:
             self.model.load_state_dict(self.best["state_dict"])
-            test_loader = self._eval_loader("test")
+            test_loader = eval_loader(self.datasets["test"], self.args.batch_size, self.loader_options)
             test = score_loader(self.model, test_loader, self.criterion, self.device, self.amp,
                                 desc="test", progress=self.progress)
             report = classification_report(test["labels"], test["predictions"], self.classes)
