@@ -497,7 +497,7 @@ def _pool_results(tasks, settings, staging, workers, max_seconds, clip_timeout):
     _tasks, _started, _pids = tasks, context.RawArray("d", len(tasks)), context.RawArray("i", len(tasks))
     chunk = max(1, min(MAX_CHUNK, len(tasks) // (workers * 16)))
     pending, suspects, empty_breaks = collections.deque(range(len(tasks))), [], 0
-    while pending:
+    while pending:  # one pass per pool; a broken pool leaves suspects and maybe pending tasks
         running: dict = {}
         pool = ProcessPoolExecutor(workers, context, _init_worker, (settings, staging, True, max_seconds))
         try:
@@ -515,12 +515,17 @@ def _pool_results(tasks, settings, staging, workers, max_seconds, clip_timeout):
                         raise
                 _kill_running(older_than=clip_timeout)
         except BrokenProcessPool:
-            lost = [p for positions in running.values() for p in positions]
-            dying = [p for p in lost if _started[p] > 0]
+            lost = []
+            for future, positions in running.items():
+                if future.done() and future.exception() is None:  # finished before the break
+                    yield from future.result()
+                else:
+                    lost += positions
+            dying = [p for p in lost if _started[p] > 0]  # being rendered when the pool broke
+            pending.extendleft(reversed([p for p in lost if _started[p] <= 0]))  # to do (again)
             for position in lost:  # their processes are gone: never signal those pids again
                 _started[position] = 0.0
             suspects += dying
-            pending.extendleft(reversed([p for p in lost if _started[p] <= 0]))
             empty_breaks = 0 if dying else empty_breaks + 1
             if empty_breaks >= 3:
                 raise PrepareError("worker processes keep dying before they render anything "

@@ -380,7 +380,8 @@ def save_png(image: Image.Image, path: str | os.PathLike, metadata: dict[str, st
 
 
 def read_png_metadata(path: str | os.PathLike) -> dict[str, str]:
-    with Image.open(path) as image:
+    from preprocess.images import open_png  # (images imports nothing from here)
+    with open_png(path) as image:
         text = getattr(image, "text", {}) or {}
     return {k.split(":", 1)[1]: v for k, v in text.items() if k.startswith("specvision:")}
 

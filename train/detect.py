@@ -83,6 +83,76 @@ def pad_for_windows(wave: np.ndarray, starts: np.ndarray, window: int) -> np.nda
     return np.pad(wave, (0, max(0, needed - len(wave)))).astype(np.float32, copy=False)
 
 
+class WindowFeeder:
+    """A recording arriving in blocks -> its analysis windows, frame levels and plot envelope, holding
+    only the current block and one window (bounded memory for hours of audio).
+
+        feeder = WindowFeeder(rate, window, hop)
+        for block in chain(blocks, [None]):          # None marks the end
+            for segment in feeder.feed(block): ...   # window_starts(total)[k] : +window, padded at the end
+        feeder.levels(), feeder.envelope()
+
+    Gives what window_starts/pad_for_windows and frame_levels_db give for the whole waveform.
+    """
+
+    def __init__(self, sample_rate: int, window: int, hop: int, envelope_step: int = 1):
+        self.rate, self.window, self.hop = sample_rate, window, hop
+        self.frame, self.frame_hop = int(round(FRAME_S * sample_rate)), int(round(FRAME_HOP_S * sample_rate))
+        self.envelope_step = max(1, envelope_step)
+        self.buffer = np.zeros(0, np.float32)
+        self.offset = 0                          # sample index of buffer[0]
+        self.total = 0
+        self.next_window = self.next_frame = self.next_envelope = 0
+        self._levels: list[np.ndarray] = []
+        self._envelope: list[np.ndarray] = []
+
+    def feed(self, block: np.ndarray | None):
+        """Yield every window complete after this block (all remaining ones, padded, when block is None)."""
+        final = block is None
+        if not final:
+            self.buffer = np.concatenate([self.buffer, np.asarray(block, np.float32)])
+            self.total += len(block)
+        end = self.total
+        self._frames(end, final)
+        self._envelope_blocks(end)
+        if final:
+            count = len(window_starts(self.total, self.window, self.hop))
+            needed = (count - 1) * self.hop + self.window - self.offset
+            self.buffer = np.pad(self.buffer, (0, max(0, needed - len(self.buffer))))
+            last = (count - 1) * self.hop
+        else:
+            last = end - self.window
+        while self.next_window <= last:
+            start = self.next_window - self.offset
+            yield self.buffer[start:start + self.window]
+            self.next_window += self.hop
+        keep = min(self.next_window, self.next_frame, self.next_envelope) - self.offset
+        if keep > 0:
+            self.buffer, self.offset = self.buffer[keep:], self.offset + keep
+
+    def _frames(self, end: int, final: bool) -> None:
+        segment = self.buffer[self.next_frame - self.offset:end - self.offset]
+        if len(segment) >= self.frame or (final and self.next_frame == 0):
+            levels = frame_levels_db(segment, self.rate)
+            self._levels.append(levels)
+            self.next_frame += len(levels) * self.frame_hop
+
+    def _envelope_blocks(self, end: int) -> None:
+        step = self.envelope_step
+        count = (end - self.next_envelope) // step
+        if count > 0:
+            start = self.next_envelope - self.offset
+            blocks = self.buffer[start:start + count * step].reshape(count, step)
+            self._envelope.append(np.stack([blocks.min(axis=1), blocks.max(axis=1)], axis=1))
+            self.next_envelope += count * step
+
+    def levels(self) -> np.ndarray:
+        return np.concatenate(self._levels) if self._levels else np.zeros(0)
+
+    def envelope(self) -> np.ndarray:
+        return np.concatenate(self._envelope) if self._envelope else np.zeros((0, 2), np.float32)
+
+
 # ---------------------------------------------------------------- posteriors
 
 def smooth_posteriors(probs: np.ndarray, span: int) -> np.ndarray:

@@ -11,6 +11,7 @@ A clip longer than the model's duration by more than one hop is scanned with sli
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -20,15 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from preprocess.cli import SpecVisionError
 from preprocess import cli
 from preprocess.atomic import atomic_writer
+from preprocess.images import ImageError, decode, open_png
 from preprocess.openworld import SILENCE, target_classes
-from preprocess.render import (AUDIO_EXTENSIONS, AudioError, image_to_tensor, load_audio,
-                               read_png_metadata, render_image)
+from preprocess.render import (AUDIO_EXTENSIONS, MAX_AUDIO_SECONDS, AudioError, audio_blocks, image_to_tensor,
+                               load_audio, open_audio, render_image)
 from train import detect
 from train.checkpoint import CheckpointError, load_model
 
@@ -37,6 +38,7 @@ PNG_EXTENSIONS = (".png",)
 UNKNOWN = "unknown"
 BENCH_MAX_CLIPS = 200
 BENCH_WARMUP = 5
+ENVELOPE_BLOCKS = 4000  # min/max pairs kept for the timeline plot of a long recording
 EXIT_OK, EXIT_INPUT_FAILED, EXIT_UNUSABLE = 0, 1, 2
 
 
@@ -73,7 +75,9 @@ class Prediction:
 class Scan:
     """A long recording: per-window posteriors and the detections made from them."""
     path: str
-    waveform: np.ndarray
+    envelope: np.ndarray  # [blocks, 2] min and max of the waveform per block of `envelope_step` samples
+    envelope_step: int
+    num_samples: int
     sample_rate: int
     window_s: float
     starts_s: np.ndarray
@@ -85,7 +89,7 @@ class Scan:
 
     @property
     def duration_s(self) -> float:
-        return len(self.waveform) / self.sample_rate
+        return self.num_samples / self.sample_rate
 
     def to_dict(self) -> dict:
         best = max(self.detections, key=lambda d: d.confidence, default=None)
@@ -121,13 +125,15 @@ class Predictor:
     def png_tensor(self, path: Path) -> torch.Tensor:
         """A PNG made by preprocess -> the tensor ImageFolder + ToTensor would give; checked first."""
         try:
-            with Image.open(path) as image:
-                image.load()
+            with open_png(path) as image:  # header checks first: a decompression bomb is never decoded
                 mode, (width, height) = image.mode, image.size
-                tensor = image_to_tensor(image, self.channels)
-            metadata = read_png_metadata(path)
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-            raise InputError(f"{path}: cannot read PNG ({err})") from None
+                # preprocess writes its text chunks before the pixels: they are in the header's info
+                metadata = {k.split(":", 1)[1]: v for k, v in image.info.items()
+                            if isinstance(k, str) and k.startswith("specvision:")}
+                if (width, height) == (self.width, self.height):
+                    tensor = image_to_tensor(decode(image, path), self.channels)
+        except ImageError as err:
+            raise InputError(str(err)) from None
         if (width, height) != (self.width, self.height):
             raise InputError(f"{path}: image is {width}x{height} pixels but the model expects "
                              f"{self.width}x{self.height} (width x height); render it with the model's "
@@ -150,14 +156,21 @@ class Predictor:
         preprocess does (its loudest window), so it gets the same image as its PNG."""
         return len(wave) > self.settings.num_samples + int(round(hop_s * self.settings.sample_rate))
 
-    def load(self, path: Path, hop_s: float) -> tuple[torch.Tensor | None, np.ndarray | None]:
-        """-> (image tensor, None) for a clip or PNG, (None, waveform) for a long recording."""
+    def load(self, path: Path, hop_s: float,
+             max_seconds: float = MAX_AUDIO_SECONDS) -> tuple[torch.Tensor | None, Path | None]:
+        """-> (image tensor, None) for a clip or PNG, (None, path) for a long recording (scan_file).
+
+        Only a clip whose header says it is short is decoded here; a long recording is streamed."""
         suffix = path.suffix.lower()
         if suffix in PNG_EXTENSIONS:
             return self.png_tensor(path), None
         if suffix in AUDIO_EXTENSIONS:
-            wave = load_audio(path, self.settings)
-            return (None, wave) if self.is_long(wave, hop_s) else (self.audio_tensor(wave), None)
+            with open_audio(path, None, max_seconds) as handle:  # header checks, length cap
+                seconds = handle.frames / handle.samplerate
+            if seconds > self.settings.duration + hop_s + 1.0:
+                return None, path
+            wave = load_audio(path, self.settings, max_seconds=max_seconds)
+            return (None, path) if self.is_long(wave, hop_s) else (self.audio_tensor(wave), None)
         raise InputError(f"{path}: unsupported file type {suffix or '(none)'!r}; expected audio "
                          f"({', '.join(AUDIO_EXTENSIONS)}) or a .png spectrogram")
 
@@ -182,33 +195,58 @@ class Predictor:
         GATE_WITH_SILENCE_DB (measured: docs/benchmarks.md, open-world keyword spotting)."""
         return detect.GATE_WITH_SILENCE_DB if SILENCE in self.classes else detect.ACTIVITY_MARGIN_DB
 
-    def scan(self, path: str, wave: np.ndarray, hop_s: float = detect.DEFAULT_HOP_S,
+    def scan_file(self, path: str | os.PathLike, max_seconds: float = MAX_AUDIO_SECONDS, **options) -> Scan:
+        """scan() of a recording decoded in blocks: memory is bounded whatever its length."""
+        with open_audio(path, None, max_seconds) as handle:
+            estimate = int(handle.frames * self.settings.sample_rate / handle.samplerate)
+            return self.scan(str(path), audio_blocks(handle, path, self.settings), estimate=estimate,
+                             **options)
+
+    def scan(self, path: str, wave, hop_s: float = detect.DEFAULT_HOP_S,
              smooth_s: float = detect.DEFAULT_SMOOTH_S, threshold: float = detect.DEFAULT_THRESHOLD,
              refractory_s: float = detect.DEFAULT_REFRACTORY_S, gate_db: float | None = None,
-             batch_size: int = BATCH_SIZE) -> Scan:
+             batch_size: int = BATCH_SIZE, estimate: int | None = None) -> Scan:
         """Windows of the model's duration every hop, each rendered like a clip, then train.detect.
-        Only target words are reported; gate_db None: the model's default_gate_db()."""
+        Only target words are reported; gate_db None: the model's default_gate_db().
+
+        `wave`: the waveform at the model's rate, or an iterable of consecutive blocks of it (then
+        `estimate`, its approximate length, sizes the plot envelope). Blocks are consumed as they come
+        (detect.WindowFeeder): only the last block and one window are held.
+        """
         gate_db = self.default_gate_db() if gate_db is None else gate_db
         rate, window = self.settings.sample_rate, self.settings.num_samples
         hop = max(1, int(round(hop_s * rate)))
-        starts = detect.window_starts(len(wave), window, hop)
+        blocks = [wave] if isinstance(wave, np.ndarray) else wave
+        if estimate is None:
+            estimate = len(wave) if isinstance(wave, np.ndarray) else 0
+        feeder = detect.WindowFeeder(rate, window, hop, envelope_step=max(1, estimate // ENVELOPE_BLOCKS))
+        probs, batch = [], []
+
+        def flush():
+            if batch:
+                probs.append(torch.softmax(self.logits(torch.stack(batch)).double(), dim=1).numpy())
+                batch.clear()
+
+        for block in itertools.chain(blocks, [None]):  # None: the end
+            for segment in feeder.feed(block):
+                batch.append(self.audio_tensor(segment))
+                if len(batch) >= batch_size:
+                    flush()
+        flush()
+        probs = np.concatenate(probs)
+        starts = detect.window_starts(feeder.total, window, hop)
         starts_s, window_s = starts / rate, window / rate
-        levels = detect.frame_levels_db(wave, rate)
+        levels = feeder.levels()
         frames = window_active = None
         if gate_db > 0:
             frames = detect.active_frames(levels, gate_db)
             window_active = detect.window_activity(frames, starts_s, window_s)
-        padded = detect.pad_for_windows(wave, starts, window)
-        probs = []
-        for i in range(0, len(starts), batch_size):
-            batch = torch.stack([self.audio_tensor(padded[s:s + window]) for s in starts[i:i + batch_size]])
-            probs.append(torch.softmax(self.logits(batch).double(), dim=1).numpy())
-        probs = np.concatenate(probs)
         gated = probs if window_active is None else detect.gate_posteriors(probs, window_active)
         smoothed = detect.smooth_posteriors(gated, detect.span_windows(smooth_s, hop / rate))
         found = detect.find_detections(starts_s, smoothed, self.classes, window_s, threshold, refractory_s,
                                        window_active, frames, levels, targets=self.targets)
-        return Scan(path, wave, rate, window_s, starts_s, probs, smoothed, window_active, found, threshold)
+        return Scan(path, feeder.envelope(), feeder.envelope_step, feeder.total, rate, window_s, starts_s,
+                    probs, smoothed, window_active, found, threshold)
 
 
 # ---------------------------------------------------------------- files
@@ -252,7 +290,7 @@ def predict_files(predictor: Predictor, files: list[Path], args, emit,
     progress = tqdm(files, desc="predict", unit="file", disable=True if len(files) < 2 else None)
     for path in progress:
         try:
-            tensor, wave = predictor.load(path, args.hop)
+            tensor, long_path = predictor.load(path, args.hop, args.max_seconds)
         except (AudioError, InputError) as err:
             report_error(str(err))
             failed += 1
@@ -263,9 +301,15 @@ def predict_files(predictor: Predictor, files: list[Path], args, emit,
                 flush()
             continue
         flush()  # keep the output in input order
-        scan = predictor.scan(str(path), wave, args.hop, args.smooth,
-                              detect.DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
-                              args.refractory, args.gate_db, args.batch_size)
+        try:
+            scan = predictor.scan_file(long_path, args.max_seconds, hop_s=args.hop, smooth_s=args.smooth,
+                                       threshold=detect.DEFAULT_THRESHOLD if args.threshold is None
+                                       else args.threshold, refractory_s=args.refractory,
+                                       gate_db=args.gate_db, batch_size=args.batch_size)
+        except AudioError as err:  # found while streaming (a corrupt block, NaN samples)
+            report_error(str(err))
+            failed += 1
+            continue
         scans.append(scan)
         emit(scan)
         answered += 1
@@ -282,12 +326,10 @@ def plot_timeline(scan: Scan, classes: list[str], out: Path) -> None:
     colors = [f"C{i}" for i in range(len(classes))]
     fig = Figure(figsize=(12, 5.5), constrained_layout=True)
     ax_wave, ax_prob = fig.subplots(2, 1, sharex=True)
-    step = max(1, len(scan.waveform) // 4000)  # min/max envelope: keeps peaks visible on long files
-    usable = len(scan.waveform) // step * step
-    blocks = scan.waveform[:usable].reshape(-1, step)
-    times = (np.arange(len(blocks)) * step + step / 2) / scan.sample_rate
-    ax_wave.fill_between(times, blocks.min(axis=1), blocks.max(axis=1), color="0.35", linewidth=0)
-    peak = float(np.abs(scan.waveform).max()) or 1.0
+    step, lows, highs = scan.envelope_step, scan.envelope[:, 0], scan.envelope[:, 1]  # keeps peaks visible
+    times = (np.arange(len(lows)) * step + step / 2) / scan.sample_rate
+    ax_wave.fill_between(times, lows, highs, color="0.35", linewidth=0)
+    peak = float(max(np.abs(scan.envelope).max(initial=0.0), 0.0)) or 1.0
     for d in scan.detections:
         color = colors[classes.index(d.label)]
         ax_wave.axvspan(d.start, d.end, color=color, alpha=0.25)
@@ -405,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot", type=Path, metavar="PNG",
                         help="long recordings: draw waveform, detections and confidence over time to this "
                              "file")
+    parser.add_argument("--max-seconds", type=float, default=MAX_AUDIO_SECONDS, metavar="S",
+                        help="refuse a recording whose header declares more audio than this, before "
+                             "decoding it (default: %(default)g)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
                         help="images per forward pass (default %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
