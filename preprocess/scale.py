@@ -244,6 +244,74 @@ def measure_size(size: int, args: argparse.Namespace) -> dict:
     return result
 
 
+# ---------------------------------------------------------------- the no-op re-run at any size, cheaply
+
+def build_noop_probe(work: Path, size: int, words: list[str]) -> None:
+    """A dataset whose no-op re-run can be timed at any size without synthesizing or rendering it:
+    `size` EMPTY clip files in the Speech Commands layout (with lists), an empty PNG at each clip's
+    image path and a manifest.csv and render.json saying they are all rendered. Empty files cannot
+    be decoded, so the timed run also proves that a no-op re-run opens no clip: one read would fail.
+    """
+    import hashlib
+
+    from preprocess import prepare, sources, standin
+    from preprocess.render import RenderSettings
+
+    audio, images = work / "speech_commands", work / "images"
+    past = time.time_ns() - 3600 * 10 ** 9  # an hour old, as an extracted download's files are
+    per_word = max(1, round(size / len(words)))
+    relative = []
+    for word in words:
+        (audio / word).mkdir(parents=True, exist_ok=True)
+        for index in range(per_word):
+            speaker = hashlib.sha1(f"{word}:{index}".encode()).hexdigest()[:8]
+            relative.append(f"{word}/{speaker}_nohash_0.wav")
+            path = audio / relative[-1]
+            path.touch()
+            os.utime(path, ns=(past, past))
+    standin.write_lists(audio, relative)
+    clips = sources.speechcommands_clips(audio, words)
+    names, _ = prepare.png_paths(clips)
+    settings = RenderSettings()
+    rows = []
+    for clip, name in zip(clips, names):
+        (images / name).parent.mkdir(parents=True, exist_ok=True)
+        (images / name).touch()
+        stat = clip.path.stat()
+        rows.append({"source": clip.source, "sha256": "0" * 64, "split": clip.split, "label": clip.label,
+                     "png": name, "status": "ok", "reason": "", "size": str(stat.st_size),
+                     "mtime_ns": str(stat.st_mtime_ns)})
+    (images / prepare.RENDER_JSON).write_text(json.dumps(
+        {"settings": settings.to_dict(), "settings_hash": settings.digest(),
+         "source": {"kind": "speechcommands", "root": str(audio.resolve())}}, indent=2) + "\n")
+    prepare.write_manifest(images / prepare.MANIFEST, rows)  # after the PNGs: newer than all of them
+
+
+def measure_noop_probe(size: int, args: argparse.Namespace) -> dict:
+    work = args.work / f"noop-{size}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from preprocess.scale import "
+                    "build_noop_probe; build_noop_probe(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:])",
+                    str(work), str(size), *args.words], check=True)
+    result = {"clips": max(1, round(size / len(args.words))) * len(args.words),
+              "build_s": round(time.perf_counter() - start, 1), "load_avg_start": os.getloadavg()[0]}
+    argv = module("preprocess", "--source", "speechcommands", "--root", work / "speech_commands",
+                  "--words", *args.words, "--out", work / "images", "--quiet")
+    print(f"[noop-{size}] rerun: {' '.join(argv[1:6])} ...", flush=True)
+    measured = run_stage("noop", argv, work)
+    counts = parse_counts(measured["log"])
+    if counts["rendered"] or counts["failed"] or counts["up_to_date"] != result["clips"]:
+        raise ScaleError(f"the no-op probe was not a no-op: {counts}")
+    result.update(rerun_s=round(measured["seconds"], 2), rerun_inner_s=counts["seconds"],
+                  rerun_peak_rss_mb=round(measured["peak_rss_mb"], 1),
+                  manifest_mb=round((work / "images" / "manifest.csv").stat().st_size / 2 ** 20, 2))
+    print(f"[noop-{size}] {json.dumps(result)}", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
 # ---------------------------------------------------------------- output
 
 TABLE = [("clips", "clips", "{:,}"), ("startup_s", "process start + imports s", "{:.1f}"),
@@ -261,7 +329,7 @@ TABLE = [("clips", "clips", "{:,}"), ("startup_s", "process start + imports s", 
 
 def table(results: dict[str, dict]) -> str:
     """A markdown table, one column per size."""
-    sizes = list(results)
+    sizes = [s for s in results if not s.startswith("noop-")]
     lines = ["| | " + " | ".join(sizes) + " |", "| --- |" + " ---: |" * len(sizes)]
     for key, title, fmt in TABLE:
         cells = [fmt.format(results[s][key]) if key in results[s] else "-" for s in sizes]
@@ -275,7 +343,7 @@ def plot(results: dict[str, dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sizes = [results[s]["clips"] for s in results if "report_s" in results[s]]
+    sizes = [results[s]["clips"] for s in results if "report_s" in results[s]]  # full runs only
     done = [results[s] for s in results if "report_s" in results[s]]
     if len(done) < 1:
         return
@@ -301,8 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "predict, report), with peak memory. Last line: one JSON object keyed by size.",
         epilog="Run it niced on a shared machine and say what else ran. Exit status: 0 all sizes measured, "
                "1 a stage failed (its log is shown; the other sizes still run), 2 bad options.")
-    parser.add_argument("--sizes", type=int, nargs="+", default=DEFAULT_SIZES, metavar="N",
-                        help="dataset sizes in clips (default: %(default)s)")
+    parser.add_argument("--sizes", type=int, nargs="*", default=DEFAULT_SIZES, metavar="N",
+                        help="dataset sizes in clips; none: only --noop-probe (default: %(default)s)")
     parser.add_argument("--work", type=Path, required=True, metavar="DIR",
                         help="working folder: DIR/<size>/{speech_commands,images,model,report,logs}; the "
                              "stand-in is kept and reused by later runs")
@@ -314,6 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="processes for synth and render (default: theirs, all cores)")
     parser.add_argument("--seed", type=int, default=0, help="stand-in and training seed (default: 0)")
     parser.add_argument("--plot", type=Path, metavar="PNG", help="also draw seconds per stage against size")
+    parser.add_argument("--noop-probe", type=int, nargs="+", default=[], metavar="N",
+                        help="also time the no-op re-run at these sizes on empty placeholder files (no "
+                             "synthesis or rendering needed; an opened clip would fail the run); reported "
+                             "under 'noop-N'")
     return parser
 
 
@@ -336,6 +408,13 @@ def main(argv: list[str] | None = None) -> int:
         except ScaleError as err:
             print(f"error: size {size}: {err}", file=sys.stderr)
             results[str(size)] = {"error": str(err).splitlines()[0]}
+            failed = True
+    for size in args.noop_probe:
+        try:
+            results[f"noop-{size}"] = measure_noop_probe(size, args)
+        except (ScaleError, subprocess.CalledProcessError) as err:
+            print(f"error: no-op probe {size}: {err}", file=sys.stderr)
+            results[f"noop-{size}"] = {"error": str(err).splitlines()[0]}
             failed = True
     if args.plot:
         plot(results, args.plot)
