@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from preprocess.cli import SpecVisionError
-from preprocess.atomic import atomic_writer
+from preprocess.atomic import atomic_writer, remove_stale_temps
 from preprocess.render import RenderSettings
 from train.models import build_model
 
@@ -32,7 +32,9 @@ class CheckpointError(SpecVisionError):
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """torch.save to a temp file beside `path`, then rename: a crash never leaves a torn checkpoint."""
+    """torch.save to a temp file beside `path`, then rename: a crash never leaves a torn checkpoint
+    (and the temp of a run killed while saving is removed by the next save)."""
+    remove_stale_temps(path)
     with atomic_writer(path) as handle:
         torch.save(obj, handle)
 
