@@ -85,5 +85,38 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes,
         raise
 
 
+def remove_stale_temps(path: str | os.PathLike) -> int:
+    """Delete temp files of `path` left by killed processes (`.<name>.<pid>-<n>.tmp` whose pid is gone).
+
+    Called before rewriting a big file (a checkpoint): a kill during its save would otherwise leave a
+    hidden copy behind for ever. Temps of live processes (a concurrent writer) are left alone.
+    """
+    folder, name = os.path.dirname(os.fspath(path)) or ".", os.path.basename(os.fspath(path))
+    removed = 0
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return 0
+    for entry in entries:
+        if not (entry.startswith(f".{name}.") and entry.endswith(".tmp")):
+            continue
+        pid = entry[len(name) + 2:-4].split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(folder, entry))
+                removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))

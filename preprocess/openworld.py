@@ -402,15 +402,15 @@ def png_stem(clip: sources.Clip) -> str:
     return Path(clip.source).stem
 
 
-def audio_path(source: str, render_record: dict | None, images_dir: Path) -> Path | None:
-    """The audio file of a manifest source that is not under the audio root: a silence crop
+def audio_location(source: str, render_record: dict | None, images_dir: Path) -> tuple[Path, str] | None:
+    """(root, path inside it) of a manifest source that is not under the audio root: a silence crop
     (IMAGES/.openworld/silence/...) or a clip of an --unknown-root ('+unknown<i>/...'); else None."""
     if source.startswith(f"{SILENCE}/"):
-        return Path(images_dir) / CROP_FOLDER / source
+        return Path(images_dir) / CROP_FOLDER, source
     match = re.match(r"^\+unknown(\d+)/(.+)$", source)
     roots = ((render_record or {}).get("source") or {}).get("unknown", {}).get("roots", [])
     if match and int(match.group(1)) < len(roots):
-        return Path(roots[int(match.group(1))]) / match.group(2)
+        return Path(roots[int(match.group(1))]), match.group(2)
     return None
 
 

@@ -22,6 +22,7 @@ from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from preprocess import cli
+from preprocess.images import ImageError, decode, open_png
 from preprocess.cli import SpecVisionError
 from preprocess.layout import SPLITS, SettingsError, render_settings
 from preprocess.render import save_png
@@ -84,9 +85,9 @@ def expected_size(images: Path, paths: list[Path]) -> tuple[int, int]:
     sizes = collections.Counter()
     for path in paths[:50]:
         try:
-            with Image.open(path) as image:
+            with open_png(path) as image:
                 sizes[image.size] += 1
-        except OSError:
+        except ImageError:
             pass
     return sizes.most_common(1)[0][0] if sizes else (81, 201)
 
@@ -113,15 +114,15 @@ def make_tile(path: Path, caption: str, size: tuple[int, int], scale: int) -> to
     width, height = size[0] * scale, size[1] * scale
     warn = None
     try:
-        with Image.open(path) as image:
-            pixels = image.convert("RGB")
+        with open_png(path) as image:  # header checked before decoding: a bomb is one red tile
+            pixels = decode(image, path, "RGB")
         if pixels.size != size:
             warn = f"{pixels.size[0]}x{pixels.size[1]}!"
         if np.asarray(pixels).std() < 1.0:
             warn = "flat image!"  # one colour: digital silence or a broken render
         picture = pixels.resize((width, height), Image.Resampling.NEAREST)
-    except OSError:
-        warn = "unreadable!"
+    except ImageError as err:
+        warn = "too large!" if "more than the limit" in str(err) else "unreadable!"
         picture = Image.new("RGB", (width, height), BROKEN_TILE)
     tile = Image.new("RGB", (width, height + CAPTION_PX), CAPTION_BG)
     tile.paste(picture, (0, 0))

@@ -28,7 +28,7 @@ from preprocess import cli
 from preprocess.atomic import atomic_writer  # noqa: E402
 from preprocess.layout import SettingsError, render_settings  # noqa: E402
 from preprocess.render import (FEATURES, AudioError, RenderSettings, feature_matrix,  # noqa: E402
-                               fit_length, load_audio, render_image)
+                               load_clip, open_audio, render_image)
 
 COLUMN_WIDTH_IN = 4.6   # inches per clip column
 ROW_HEIGHT_IN = 2.5     # inches per plot row
@@ -57,12 +57,13 @@ class ClipView:
 def analyse(path: str | os.PathLike, settings: RenderSettings) -> ClipView:
     """Decode and compute every view of one clip with the renderer's own functions."""
     path = Path(path)
-    raw = load_audio(path, settings)  # raises AudioError naming the file
-    wave = fit_length(raw, settings.num_samples)
+    with open_audio(path) as handle:  # raises AudioError naming the file; header checks
+        seconds = handle.frames / handle.samplerate
+    wave = load_clip(path, settings)  # a long recording is decoded in blocks (bounded memory)
     matrices = {f: feature_matrix(wave, feature_settings(settings, f)) for f in FEATURES}
     image = render_image(wave, settings)
     pixels = np.asarray(image.convert("RGB" if settings.channels == 3 else "L"))
-    return ClipView(path, len(raw) / settings.sample_rate, wave, matrices, pixels)
+    return ClipView(path, seconds, wave, matrices, pixels)
 
 
 def _clip_title(view: ClipView, settings: RenderSettings) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from preprocess.cli import SpecVisionError
-from preprocess.atomic import atomic_writer
+from preprocess.atomic import atomic_writer, remove_stale_temps
 from preprocess.openworld import target_classes
 from preprocess.render import RenderSettings
 from train.models import build_model
@@ -35,7 +35,9 @@ class CheckpointError(SpecVisionError):
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """torch.save to a temp file beside `path`, then rename: a crash never leaves a torn checkpoint."""
+    """torch.save to a temp file beside `path`, then rename: a crash never leaves a torn checkpoint
+    (and the temp of a run killed while saving is removed by the next save)."""
+    remove_stale_temps(path)
     with atomic_writer(path) as handle:
         torch.save(obj, handle)
 

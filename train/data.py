@@ -18,6 +18,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from tqdm import tqdm
 
 from preprocess.cli import SpecVisionError
+from preprocess.images import ImageError, check_png, decode, open_png
 from preprocess.layout import SPLITS
 from preprocess.render import RenderSettings, colormap_lut, image_to_tensor
 
@@ -39,10 +40,35 @@ class DataError(SpecVisionError):
 
 
 def load_png(path: str, channels: int) -> Image.Image:
-    """ImageFolder loader: palette (viridis) PNGs -> RGB, gray -> L, like image_to_tensor."""
-    with open(path, "rb") as handle:
-        image = Image.open(handle)
-        return image.convert("RGB" if channels == 3 else "L")
+    """ImageFolder loader: palette (viridis) PNGs -> RGB, gray -> L, like image_to_tensor.
+
+    Header checks come first (no decompression bomb is decoded); a file that turned bad after the
+    check before training is a DataError naming it."""
+    try:
+        with open_png(path) as image:
+            return decode(image, path, "RGB" if channels == 3 else "L")
+    except ImageError as err:
+        raise DataError(str(err)) from None
+
+
+def image_modes(channels: int) -> tuple[str, ...]:
+    """PNG modes that load as the model's input: viridis palette (or RGB) for 3 channels, gray for 1."""
+    return ("P", "RGB") if channels == 3 else ("L",)
+
+
+def check_images(samples: list[tuple[str, int]], image_size: tuple[int, int], channels: int,
+                 progress: bool = True, desc: str = "check") -> list[str]:
+    """The fast check of every image before training or scoring (header, size, mode, checksums; no
+    decoding): one message per unusable file, naming it."""
+    height, width = image_size
+    problems = []
+    for path, _ in tqdm(samples, desc=desc, unit="img", leave=False, disable=not progress or None,
+                        mininterval=0.5):
+        try:
+            check_png(path, (width, height), image_modes(channels))
+        except ImageError as err:
+            problems.append(str(err))
+    return problems
 
 
 def is_png(path: str) -> bool:
@@ -59,7 +85,8 @@ class SpectrogramFolder(ImageFolder):
     """
 
     def __init__(self, root: str | Path, channels: int, image_size: tuple[int, int],
-                 augment=None, cache: bool = False, seed: int = 0, progress: bool = True):
+                 augment=None, cache: bool = False, seed: int = 0, progress: bool = True,
+                 skip_bad: bool = False):
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"{root}: no such folder (expected class folders of PNG images)")
@@ -75,14 +102,34 @@ class SpectrogramFolder(ImageFolder):
         self.epoch = 0
         self._cache: torch.Tensor | None = None
         self._check_size(self.samples[0][0])
+        self.skipped = self._drop_bad_images(root, skip_bad, progress)
         if cache:
             images = tqdm(self.samples, desc=f"cache {root.name}", unit="img", leave=False,
                           disable=not progress)
             self._cache = torch.stack([self._decode_uint8(path) for path, _ in images])
 
+    def _drop_bad_images(self, root: Path, skip_bad: bool, progress: bool) -> list[str]:
+        """Check every image now, so a bad one is named before training starts; drop them if asked."""
+        problems = check_images(self.samples, self.image_size, self.channels, progress, f"check {root.name}")
+        if problems and not skip_bad:
+            listed = "; ".join(problems[:5]) + (f"; ... and {len(problems) - 5} more" if len(problems) > 5 else "")
+            raise DataError(f"{root}: {len(problems)} unusable image(s): {listed} (re-render them, or "
+                            f"pass --skip-bad-images to leave them out)")
+        if problems:
+            bad = {message.split(": ", 1)[0] for message in problems}
+            self.samples = [(path, target) for path, target in self.samples if path not in bad]
+            self.targets = [target for _, target in self.samples]
+            self.imgs = self.samples
+            if not self.samples:
+                raise DataError(f"{root}: no usable image left after skipping {len(problems)} bad one(s)")
+        return problems
+
     def _check_size(self, path: str) -> None:
-        with Image.open(path) as image:
-            width, height = image.size
+        try:
+            with open_png(path) as image:
+                width, height = image.size
+        except ImageError as err:
+            raise DataError(str(err)) from None
         if (height, width) != self.image_size:
             raise DataError(f"{path}: image is {height}x{width} (HxW) but render.json settings give "
                             f"{self.image_size[0]}x{self.image_size[1]}; re-render or use matching images")
@@ -262,14 +309,15 @@ class SpecAugment:
 
 
 def build_datasets(images_dir: str | Path, settings: RenderSettings, augment=None, cache: bool = False,
-                   seed: int = 0, progress: bool = True, splits=SPLITS) -> dict[str, SpectrogramFolder]:
+                   seed: int = 0, progress: bool = True, splits=SPLITS,
+                   skip_bad: bool = False) -> dict[str, SpectrogramFolder]:
     """{split: SpectrogramFolder} with the same class list in every split (or a DataError)."""
     images_dir = Path(images_dir)
     datasets = {}
     for split in splits:
         datasets[split] = SpectrogramFolder(images_dir / split, settings.channels, settings.image_size,
                                             augment=augment if split == "train" else None,
-                                            cache=cache, seed=seed, progress=progress)
+                                            cache=cache, seed=seed, progress=progress, skip_bad=skip_bad)
     classes = datasets[splits[0]].classes
     if len(classes) < 2:
         raise DataError(f"{images_dir / splits[0]}: found {len(classes)} class folder(s) {classes}; "

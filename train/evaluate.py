@@ -26,11 +26,12 @@ BATCH_SIZE = 128
 
 
 def score_folder(model, ckpt: dict, images_dir: str | Path, device: str | torch.device = "cpu",
-                 batch_size: int = BATCH_SIZE, workers: int = 0, progress: bool = False) -> dict:
+                 batch_size: int = BATCH_SIZE, workers: int = 0, progress: bool = False,
+                 skip_bad: bool = False) -> dict:
     """-> {"accuracy", "classes", "per_class", "confusion", "count"} in the model's class order."""
     classes = list(ckpt["classes"])
     channels, height, width = ckpt["input_size"]
-    dataset = SpectrogramFolder(images_dir, channels, (height, width), progress=progress)
+    dataset = SpectrogramFolder(images_dir, channels, (height, width), progress=progress, skip_bad=skip_bad)
     unknown = [c for c in dataset.classes if c not in classes]
     if unknown:
         raise DataError(f"{images_dir}: class folder(s) {unknown} are not classes of this model {classes} "
@@ -44,7 +45,7 @@ def score_folder(model, ckpt: dict, images_dir: str | Path, device: str | torch.
     result = score_loader(model, loader, criterion, torch.device(device), desc="evaluate", progress=progress)
     report = classification_report(result["labels"], result["predictions"], classes)
     return {"accuracy": report["accuracy"], "classes": classes, "per_class": report["per_class"],
-            "confusion": report["confusion"], "count": len(dataset)}
+            "confusion": report["confusion"], "count": len(dataset), "skipped": dataset.skipped}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=0,
                         help="DataLoader worker processes (default: %(default)s)")
     cli.add_device_flag(parser)
+    parser.add_argument("--skip-bad-images", action="store_true",
+                        help="score without unreadable or wrongly sized PNGs (named on stderr; exit status "
+                             "1) instead of refusing")
     return parser
 
 
@@ -69,13 +73,16 @@ def main(argv=None) -> int:
         device = cli.pick_device(args.device).type
         model, ckpt, _ = load_model(args.model, device)
         result = score_folder(model, ckpt, args.images, device, args.batch_size, args.workers,
-                              progress=not args.json)
+                              progress=not args.json, skip_bad=args.skip_bad_images)
     except SpecVisionError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+    for problem in result["skipped"]:
+        print(f"skipped: {problem}", file=sys.stderr)
+    status = cli.EXIT_INPUT_FAILED if result["skipped"] else cli.EXIT_OK
     if args.json:
         print(json.dumps({key: result[key] for key in ("accuracy", "classes", "per_class", "confusion")}))
-        return 0
+        return status
     classes = result["classes"]
     width = max(len(c) for c in classes)
     print(f"{ckpt['arch']} model {args.model} on {args.images}: {result['count']} images")
@@ -86,7 +93,7 @@ def main(argv=None) -> int:
               f"  support {scores['support']}")
     print("confusion (rows true, columns predicted):")
     print(format_confusion(result["confusion"], classes))
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -258,13 +258,18 @@ def expand_inputs(paths: list[str]) -> tuple[list[Path], list[str]]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in supported
+            found = sorted(f for f in path.rglob("*") if not f.is_dir() and f.suffix.lower() in supported
                            and not any(part.startswith(".") for part in f.relative_to(path).parts))
+            odd = [f for f in found if not f.is_file()]  # FIFOs, sockets, dangling links: named, not read
+            errors += [f"{f}: not a regular file; not read" for f in odd]
+            found = [f for f in found if f.is_file()]
             if not found:
                 errors.append(f"{path}: folder has no audio ({', '.join(AUDIO_EXTENSIONS)}) or .png files")
             files.extend(found)
         elif path.is_file():
             files.append(path)
+        elif path.exists():
+            errors.append(f"{path}: not a regular file (a FIFO, socket or device); not read")
         else:
             errors.append(f"{path}: no such file or folder")
     return files, errors

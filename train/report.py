@@ -22,13 +22,16 @@ import re
 import shutil
 import sys
 import tempfile
+import urllib.parse
 from pathlib import Path
 
+import soundfile as sf
 from PIL import Image
 from tqdm import tqdm
 
 from preprocess import cli, openworld
 from preprocess.cli import SpecVisionError
+from preprocess.images import ImageError, decode, open_png
 from preprocess.layout import RENDER_JSON, SPLITS, SettingsError, read_render_record
 from preprocess.render import RenderSettings
 from train.checkpoint import CheckpointError, load_checkpoint
@@ -158,6 +161,28 @@ def _inside(rel: str) -> bool:
     return bool(rel) and not path.is_absolute() and ".." not in path.parts
 
 
+def contained_file(folder: Path, rel: str) -> Path | None:
+    """folder/rel if it is a regular file that, links resolved, lies inside `folder`; else None.
+
+    The names come from files a crafted model folder controls (manifest.csv, render.json): a link or
+    a path that leads out of the folder it was given is never read, so never copied into the report.
+    """
+    if not _inside(rel):
+        return None
+    try:
+        path = (folder / rel).resolve(strict=True)
+        if folder.resolve(strict=True) not in path.parents or not path.is_file():
+            return None
+    except (OSError, RuntimeError):
+        return None
+    return path
+
+
+def url(path: str) -> str:
+    """A relative link for href/src: percent-encoded (names with %, #, ? or spaces), then HTML-escaped."""
+    return esc(urllib.parse.quote(path, safe="/"))
+
+
 class Assets:
     """Copies PNGs and source clips into the report folder; hands back their relative URLs."""
 
@@ -171,20 +196,21 @@ class Assets:
         """-> (thumbnail URL, full-size URL, thumbnail (w, h)); (None, None, (0, 0)) if the PNG is gone."""
         full = Path("img") / png
         try:
-            if not _inside(png):
-                raise OSError(f"{png}: not a path inside the images dir")
-            with Image.open(self.inputs.images / png) as image:
+            source = contained_file(self.inputs.images, png)
+            if source is None:
+                raise OSError(f"{png}: not a file inside the images dir")
+            with open_png(source) as image:  # header checks: a decompression bomb is never decoded
                 shown = image.size
                 thumb = full
                 if max(image.size) > THUMB_MAX_PX:  # big renders: a small preview linking to the exact PNG
-                    preview = image.convert("RGB")
+                    preview = decode(image, source, "RGB")
                     preview.thumbnail((THUMB_MAX_PX, THUMB_MAX_PX))
                     thumb, shown = Path("thumb") / png, preview.size
                     (self.out / thumb).parent.mkdir(parents=True, exist_ok=True)
                     preview.save(self.out / thumb)
             (self.out / full).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(self.inputs.images / png, self.out / full)
-        except OSError:
+            shutil.copyfile(source, self.out / full)
+        except (OSError, ImageError):
             self.missing_images += 1
             return None, None, (0, 0)
         return thumb.as_posix(), full.as_posix(), shown
@@ -192,18 +218,27 @@ class Assets:
     def audio(self, png: str) -> tuple[str, str] | None:
         """-> (URL, MIME type) of the source clip copied beside its PNG, or None if it cannot be found."""
         row = self.by_png.get(png)
-        if row is None or self.inputs.audio_root is None or not _inside(row.get("source", "")):
-            self.missing_audio += 1
+        source = None
+        if row is not None:  # the audio root, or an open-world clip's own root (noise crops, --unknown-root)
+            name = row.get("source", "")
+            root, rel = (openworld.audio_location(name, self.inputs.render_json, self.inputs.images)
+                         or (self.inputs.audio_root, name))
+            source = contained_file(root, rel) if root is not None else None
+        if source is None or source.suffix.lower() not in AUDIO_TYPES or not _is_audio(source):
+            self.missing_audio += 1  # only audio files, inside the audio root, are ever copied
             return None
-        source = (openworld.audio_path(row["source"], self.inputs.render_json, self.inputs.images)
-                  or self.inputs.audio_root / row["source"])
         target = Path("audio") / Path(png).with_suffix(source.suffix.lower())
-        if not source.is_file():
-            self.missing_audio += 1
-            return None
         (self.out / target).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, self.out / target)
         return target.as_posix(), AUDIO_TYPES.get(source.suffix.lower(), "audio/wav")
+
+
+def _is_audio(path: Path) -> bool:
+    try:
+        sf.info(str(path))
+        return True
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError):
+        return False
 
 
 # ---------------------------------------------------------------- HTML
@@ -279,10 +314,10 @@ def card(pred: dict, assets: Assets, error: bool) -> str:
     if thumb is None:
         picture = '<p class="note">image missing</p>'
     else:
-        picture = (f'<a href="{esc(full)}"><img src="{esc(thumb)}" width="{w}" height="{h}" loading="lazy" '
+        picture = (f'<a href="{url(full)}"><img src="{url(thumb)}" width="{w}" height="{h}" loading="lazy" '
                    f'alt="spectrogram of {esc(name)}"></a>')
     clip = assets.audio(pred["png"])
-    player = (f'<audio controls preload="none"><source src="{esc(clip[0])}" type="{clip[1]}"></audio>'
+    player = (f'<audio controls preload="none"><source src="{url(clip[0])}" type="{clip[1]}"></audio>'
               if clip else '<p class="note">audio not found</p>')
     predicted = esc(pred["predicted"])
     verdict = (f'true <b>{esc(pred["label"])}</b>, predicted <span class="wrong">{predicted}</span>'

@@ -125,7 +125,8 @@ class Training:
             noise = NoiseFloor(self.settings, probability=args.noise)
         augment = SpecAugment(noise=noise) if args.augment else None
         self.datasets = build_datasets(args.images, self.settings, augment=augment, cache=args.cache,
-                                       seed=args.seed, progress=self.progress)
+                                       seed=args.seed, progress=self.progress,
+                                       skip_bad=args.skip_bad_images)
         self.classes = self.datasets["train"].classes
         self.loader_options = loader_options(self.device, args.workers)
         self.train_loader, self.train_generator = train_loader(
@@ -383,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help=f"continue the interrupted run in OUT from its {STATE_FILE}")
     parser.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard")
+    parser.add_argument("--skip-bad-images", action="store_true",
+                        help="leave out unreadable or wrongly sized PNGs (named on stderr; exit status 1) "
+                             "instead of refusing to start")
     cli.add_quiet_flag(parser)
     return parser
 
@@ -416,7 +420,10 @@ def main(argv=None) -> int:
             dist.destroy_process_group()
     if metrics is not None:
         print(summary(metrics, training))
-    return 0
+    skipped = [problem for dataset in training.datasets.values() for problem in dataset.skipped]
+    for problem in skipped:
+        print(f"skipped: {problem}", file=sys.stderr)
+    return cli.EXIT_INPUT_FAILED if skipped else cli.EXIT_OK
 
 
 def summary(metrics: dict, training: Training) -> str:
