@@ -23,6 +23,7 @@ import argparse
 import collections
 import dataclasses
 import hashlib
+import os
 import re
 from pathlib import Path
 from typing import Callable
@@ -397,9 +398,10 @@ def extend(args: argparse.Namespace, targets: list[sources.Clip], source: dict, 
 
 def png_stem(clip: sources.Clip) -> str:
     """Unknown clips of different words may share a file name: their PNG name keeps the word."""
+    # string ops, not pathlib: this runs for every clip, and Path objects cost seconds at 100k clips
     if clip.label == UNKNOWN:
-        return re.sub(r"[^\w.-]+", "-", str(Path(clip.source).with_suffix("")).lstrip("+"))
-    return Path(clip.source).stem
+        return re.sub(r"[^\w.-]+", "-", os.path.splitext(clip.source)[0].lstrip("+"))
+    return os.path.splitext(clip.source.rsplit("/", 1)[-1])[0]
 
 
 def audio_location(source: str, render_record: dict | None, images_dir: Path) -> tuple[Path, str] | None:

@@ -169,6 +169,8 @@ def measure_size(size: int, args: argparse.Namespace) -> dict:
     result: dict = {"clips": per_word * len(words), "words": len(words), "load_avg_start": os.getloadavg()[0]}
 
     def stage(key: str, argv: list) -> dict:
+        # after each stage: what is measured so far, so an interrupted run keeps its numbers
+        (work / "result.json").write_text(json.dumps(result, indent=1))
         argv = [str(a) for a in argv]
         print(f"[{size}] {key}: {' '.join(argv[1:])}", flush=True)
         measured = run_stage(key, argv, logs)
@@ -215,14 +217,20 @@ def measure_size(size: int, args: argparse.Namespace) -> dict:
     result["add_inner_s"] = counts["seconds"]
     result["clips_after_add"] = counts["clips"]
 
-    train = module("train", "--images", images, "--epochs", 1, "--no-progress", "--seed", args.seed)
-    for key, model, extra in (("train", work / "model", []), ("train_cache", work / "model_cache", ["--cache"])):
-        stage(key, train + ["--out", model] + extra)
-        metrics = json.loads((model / "metrics.json").read_text())
-        result[f"{key}_img_per_s"] = round(metrics["train_images_per_s"], 1)
-
     result["train_images"] = sum(1 for _ in (images / "train").rglob("*.png"))
-    model_file = work / "model" / "model.pt"
+    model_dir = work / "model"
+    if args.train_sizes is None or size in args.train_sizes:
+        train = module("train", "--images", images, "--epochs", 1, "--no-progress", "--seed", args.seed)
+        for key, model, extra in (("train", model_dir, []), ("train_cache", work / "model_cache", ["--cache"])):
+            stage(key, train + ["--out", model] + extra)
+            metrics = json.loads((model / "metrics.json").read_text())
+            result[f"{key}_img_per_s"] = round(metrics["train_images_per_s"], 1)
+    elif args.model is not None:  # inference stages with a model trained elsewhere (same classes)
+        model_dir = args.model.parent
+        result["model"] = str(args.model)
+    else:
+        return result
+    model_file = model_dir / "model.pt"
     evaluation = stage("evaluate", module("train.evaluate", "--model", model_file, "--images",
                                           images / "test", "--json"))
     scores = json.loads(evaluation["log"].strip().splitlines()[-1])
@@ -238,9 +246,10 @@ def measure_size(size: int, args: argparse.Namespace) -> dict:
     stage("predict", module("train.predict", "--model", model_file, test_wavs))
     result["predict_clips_per_s"] = round(result["predict_clips"] / result["predict_s"], 1)
 
-    stage("report", module("train.report", work / "model", "--out", work / "report"))
+    stage("report", module("train.report", model_dir, "--out", work / "report", "--images", images))
     result["report_html_kb"] = round((work / "report" / "index.html").stat().st_size / 1024, 1)
     result["load_avg_end"] = os.getloadavg()[0]
+    (work / "result.json").write_text(json.dumps(result, indent=1))
     return result
 
 
@@ -349,7 +358,9 @@ def plot(results: dict[str, dict], path: Path) -> None:
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for key in ("synth", "render", "rerun", "add", "train", "train_cache", "evaluate", "predict", "report"):
-        ax.plot(sizes, [r[f"{key}_s"] for r in done], marker="o", label=key)
+        points = [(n, r[f"{key}_s"]) for n, r in zip(sizes, done) if f"{key}_s" in r]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=key)
     if len(sizes) > 1:
         ax.plot(sizes, [done[0]["render_s"] * n / sizes[0] for n in sizes], "k:", label="linear (from render)")
     ax.set(xscale="log", yscale="log", xlabel="clips", ylabel="seconds",
@@ -381,6 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, metavar="N",
                         help="processes for synth and render (default: theirs, all cores)")
     parser.add_argument("--seed", type=int, default=0, help="stand-in and training seed (default: 0)")
+    parser.add_argument("--train-sizes", type=int, nargs="*", metavar="N",
+                        help="time training only at these sizes (default: every size); at the others "
+                             "evaluate/predict/report use --model, or are left out")
+    parser.add_argument("--model", type=Path, metavar="MODEL_PT",
+                        help="a model.pt trained on the same words and render settings, for the inference "
+                             "stages at sizes not in --train-sizes (e.g. DIR/1000/model/model.pt)")
     parser.add_argument("--plot", type=Path, metavar="PNG", help="also draw seconds per stage against size")
     parser.add_argument("--noop-probe", type=int, nargs="+", default=[], metavar="N",
                         help="also time the no-op re-run at these sizes on empty placeholder files (no "
@@ -405,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.sizes:
         try:
             results[str(size)] = measure_size(size, args)
+            print(f"[{size}] {json.dumps(results[str(size)])}", flush=True)
         except ScaleError as err:
             print(f"error: size {size}: {err}", file=sys.stderr)
             results[str(size)] = {"error": str(err).splitlines()[0]}

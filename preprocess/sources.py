@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from pathlib import Path
 
 from preprocess.cli import SpecVisionError
@@ -72,10 +73,19 @@ def _entries(folder: Path) -> list[Path]:
 
 
 def _audio_files(folder: Path) -> list[Path]:
-    """Audio files in a class folder; a dangling link is kept so that the run reports it."""
-    return [p for p in _entries(folder)
-            if p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")
-            and (p.is_file() or (p.is_symlink() and not p.exists()))]
+    """Audio files in a class folder; a dangling link is kept so that the run reports it.
+
+    os.scandir: its entries know their type without a stat per file (100k clips: seconds saved).
+    """
+    try:
+        with os.scandir(folder) as entries:
+            names = sorted(e.name for e in entries
+                           if os.path.splitext(e.name)[1].lower() in AUDIO_EXTENSIONS
+                           and not e.name.startswith(".")
+                           and (e.is_file() or (e.is_symlink() and not os.path.exists(e.path))))
+    except OSError as err:
+        raise SourceError(f"{folder}: cannot list the folder ({err.strerror or err})") from None
+    return [folder / name for name in names]
 
 
 def _class_dirs(folder: Path, words: list[str] | None) -> list[Path]:
