@@ -272,7 +272,7 @@ def test_balance_modes_change_the_loss_or_the_loader_and_auto_leaves_balanced_se
         return SimpleNamespace(datasets={"train": dataset}, classes=["a", "b"], world_size=1,
                                args=SimpleNamespace(label_smoothing=0.1), criterion="plain",
                                train_loader=loader, train_generator=torch.Generator(),
-                               _loader_options=lambda: {})
+                               loader_options={})
 
     balanced, skewed = [0, 1] * 10, [0] * 16 + [1] * 4
     run = training(balanced)
@@ -293,8 +293,8 @@ def test_balance_modes_change_the_loss_or_the_loader_and_auto_leaves_balanced_se
 
 def test_report_finds_the_audio_of_crops_and_extra_roots(tmp_path):
     record = {"source": {"root": "/data", "unknown": {"roots": ["/more/words"]}}}
-    assert openworld.audio_path("silence/x_1_-3.0dB.wav", record, tmp_path) == \
-        tmp_path / ".openworld" / "silence" / "x_1_-3.0dB.wav"
-    assert openworld.audio_path("+unknown0/bed/a_nohash_0.wav", record, tmp_path) == \
-        Path("/more/words/bed/a_nohash_0.wav")
-    assert openworld.audio_path("yes/a_nohash_0.wav", record, tmp_path) is None
+    assert openworld.audio_location("silence/x_1_-3.0dB.wav", record, tmp_path) == \
+        (tmp_path / ".openworld", "silence/x_1_-3.0dB.wav")
+    assert openworld.audio_location("+unknown0/bed/a_nohash_0.wav", record, tmp_path) == \
+        (Path("/more/words"), "bed/a_nohash_0.wav")
+    assert openworld.audio_location("yes/a_nohash_0.wav", record, tmp_path) is None

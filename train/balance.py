@@ -69,4 +69,4 @@ def apply(training, mode: str) -> None:
     old = training.train_loader
     sampler = balanced_sampler(dataset.targets, num_classes, training.train_generator)
     training.train_loader = DataLoader(dataset, batch_size=old.batch_size, sampler=sampler,
-                                       drop_last=old.drop_last, **training._loader_options())
+                                       drop_last=old.drop_last, **training.loader_options)
