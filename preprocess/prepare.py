@@ -28,16 +28,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from preprocess import download, sources
+from preprocess import download, flags, sources
 from preprocess.atomic import atomic_write_text
-from preprocess.render import AudioError, RenderSettings, read_png_metadata, render_file, save_png
+from preprocess.render import AudioError, RenderSettings, load_audio, read_png_metadata, render_image, save_png
 
 DEFAULT_OUT = "images"
 DEFAULT_WORDS = ["yes", "no"]          # speechcommands default; the folder source takes all classes
 DEFAULT_DATA_DIR = "data"              # where a downloaded Speech Commands copy is kept
 RENDER_JSON = "render.json"
 MANIFEST = "manifest.csv"
-MANIFEST_FIELDS = ("source", "sha256", "split", "label", "png", "status", "reason")
+# flags.MANIFEST_FIELDS: what the audit needs to know of each clip (flags, length, level, image sketch)
+MANIFEST_FIELDS = ("source", "sha256", "split", "label", "png", "status", "reason") + flags.MANIFEST_FIELDS
 LOCK_FILE = ".preprocess.lock"
 STAGING = ".staging"                    # OUT/.staging/<pid>/: each worker's temp files (see render_task)
 MAX_CHUNK = 16                          # clips per worker message: amortises pickling, evens the last chunks
@@ -209,6 +210,33 @@ def existing_images(out: Path, settings_hash: str, manifest_trusted: bool) -> di
     return known
 
 
+def previous_records(out: Path, existing: dict[str, tuple[str, str]], manifest_trusted: bool) -> dict[str, dict]:
+    """png -> its flags.MANIFEST_FIELDS, for the `existing` PNGs whose record is known.
+
+    From the manifest of the last complete run where it describes the same audio, else from the
+    PNG's metadata (render_task stores the record there too). A PNG of an older version has neither.
+    """
+    def complete(record: dict, sha: str) -> dict | None:
+        if record.get("sha256") == sha and all(record.get(key) is not None for key in flags.MANIFEST_FIELDS):
+            return {key: record[key] for key in flags.MANIFEST_FIELDS}
+        return None
+
+    manifest = out / MANIFEST
+    rows = ({row["png"]: row for row in read_manifest(manifest) if row.get("status") == "ok"}
+            if manifest_trusted and manifest.is_file() else {})
+    records = {}
+    for png, (_, sha) in existing.items():
+        record = complete(rows.get(png, {}), sha)
+        if record is None:
+            try:
+                record = complete(read_png_metadata(out / png), sha)
+            except Exception:  # unreadable: rendered again
+                continue
+        if record is not None:
+            records[png] = record
+    return records
+
+
 def png_paths(clips: list[sources.Clip]) -> tuple[list[str], list[str]]:
     """OUT-relative PNG path per clip: `<split>/<label>/<stem>.png`.
 
@@ -293,26 +321,29 @@ def _init_worker(settings: RenderSettings, staging: Path, in_pool: bool = False)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def render_task(task: tuple[int, str, str, str, dict]) -> tuple[int, str, str, str]:
-    """(index, audio path, png path, previous sha256, metadata) -> (index, sha256, status, reason).
+def render_task(task: tuple[int, str, str, str, dict]) -> tuple[int, str, str, str, dict]:
+    """(index, audio path, png path, previous sha256, metadata) -> (index, sha256, status, reason, record).
 
     status: 'rendered', 'skipped' (PNG up to date) or 'failed' (reason says why; no PNG is left).
+    record: the clip's flags.MANIFEST_FIELDS when rendered, else {}.
     """
     index, path, png, previous_sha, metadata = task
     try:
         with open(path, "rb") as handle:  # read once: hashed here, decoded from memory below
             data = handle.read()
     except OSError as err:
-        return index, "", "failed", f"cannot read file ({err.strerror or err})"
+        return index, "", "failed", f"cannot read file ({err.strerror or err})", {}
     sha = hashlib.sha256(data).hexdigest()
     if sha == previous_sha and os.path.exists(png):
-        return index, sha, "skipped", ""
+        return index, sha, "skipped", "", {}
     try:
-        image = render_file(path, _settings, data)
+        wave = load_audio(path, _settings, data)
+        image = render_image(wave, _settings)
+        record = flags.clip_record(wave, image, _settings)
         # the temp file goes to this worker's own folder, then is renamed into the class folder:
         # workers creating files in one shared folder would wait on its lock
-        save_png(image, png, {**metadata, "sha256": sha}, _staging)
-        return index, sha, "rendered", ""
+        save_png(image, png, {**metadata, "sha256": sha, **record}, _staging)
+        return index, sha, "rendered", "", record
     except AudioError as err:
         reason = str(err).removeprefix(f"{path}: ")
     except OSError as err:
@@ -321,7 +352,7 @@ def render_task(task: tuple[int, str, str, str, dict]) -> tuple[int, str, str, s
         reason = f"{type(err).__name__}: {err}"
     Path(png).unlink(missing_ok=True)  # an old image of this clip would no longer match its audio
     # the manifest names clips relative to the audio root, so that it reads the same on every machine
-    return index, sha, "failed", reason.replace(path, metadata["source"])
+    return index, sha, "failed", reason.replace(path, metadata["source"]), {}
 
 
 def run_tasks(tasks: list, settings: RenderSettings, staging: Path, workers: int, quiet: bool):
@@ -399,19 +430,24 @@ def prepare(args: argparse.Namespace) -> int:
             indent=2) + "\n")
 
         names, notes = png_paths(clips)
-        tasks = plan_tasks(clips, names, existing_images(out, settings.digest(), manifest_trusted),
-                           out, settings)
+        existing = existing_images(out, settings.digest(), manifest_trusted)
+        records = previous_records(out, existing, manifest_trusted)
+        # an up-to-date PNG is skipped only when its flags record is known too; PNGs written before
+        # flags existed are rendered again, once
+        tasks = plan_tasks(clips, names, {png: existing[png] for png in records}, out, settings)
         rows: list[dict] = [{}] * len(clips)
         counts: collections.Counter = collections.Counter()
         staging = out / STAGING
         shutil.rmtree(staging, ignore_errors=True)  # temp files of a killed run
         try:
-            for index, sha, status, reason in run_tasks(tasks, settings, staging, args.workers, args.quiet):
+            for index, sha, status, reason, record in run_tasks(tasks, settings, staging, args.workers,
+                                                                args.quiet):
                 clip = clips[index]
                 counts[status] += 1
                 rows[index] = {"source": clip.source, "sha256": sha, "split": clip.split,
                                "label": clip.label, "png": names[index] if status != "failed" else "",
-                               "status": "failed" if status == "failed" else "ok", "reason": reason}
+                               "status": "failed" if status == "failed" else "ok", "reason": reason,
+                               **(records[names[index]] if status == "skipped" else record)}
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         removed = remove_stale(out, {r["png"] for r in rows if r["status"] == "ok"}, notes)
