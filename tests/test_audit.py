@@ -7,6 +7,7 @@ import json
 import os
 import random
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -237,3 +238,188 @@ def test_swapped_labels_rank_in_the_top_20_with_a_model(planted, tmp_path):
     page = (out / "index.html").read_text()
     assert "out-of-fold: 3 quick" in page and "never trained on this split" in page
     assert {row["how"] for row in ranking} <= {"out-of-fold", "the model, out-of-sample"}
+
+
+# ---------------------------------------------------------------- the folder: links, paths, bad input
+
+@pytest.fixture(scope="module")
+def built_audit(planted, tmp_path_factory) -> Path:
+    """The audit of the planted copy, 24 tiles a page."""
+    images, _ = planted
+    out = tmp_path_factory.mktemp("audit_out") / "audit"
+    assert audit.main([str(images), "--out", str(out), "--page-size", "24", "--quiet"]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_audit_links_stay_inside_the_given_folders_and_no_machine_path_is_written(built_audit, planted):
+    images, _ = planted
+    audio_root = Path(json.loads((images / "render.json").read_text())["source"]["root"])
+    links = [p for p in built_audit.rglob("*") if p.is_symlink()]
+    assert len(links) == 2 * 815  # every PNG and every clip
+    for link in links:
+        target = os.readlink(link)
+        assert not os.path.isabs(target), f"{link}: absolute link {target}"
+        resolved = Path(os.path.normpath(link.parent / target))
+        assert resolved.is_relative_to(images) or resolved.is_relative_to(audio_root), resolved
+    machine = [b"/tmp", b"/work", b"file://", str(Path.home()).encode()]
+    for path in built_audit.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            assert not [m for m in machine if m in data], path
+    assert [p.name for p in built_audit.parent.iterdir()] == ["audit"]  # no temp folders left
+
+
+@pytest.mark.slow
+def test_audit_copy_mode_is_self_contained(planted, tmp_path):
+    images, _ = planted
+    out = tmp_path / "audit"
+    assert audit.main([str(images), "--out", str(out), "--copy", "--page-size", "500", "--quiet"]) == 0
+    assert not [p for p in out.rglob("*") if p.is_symlink()]
+    some = next((out / "img").rglob("*.png"))
+    assert some.read_bytes() == (images / some.relative_to(out / "img")).read_bytes()
+
+
+def test_audit_bad_inputs_name_the_file(tmp_path, capsys):
+    assert audit.main([str(tmp_path / "nope"), "--out", str(tmp_path / "a")]) == 2
+    assert "nope/render.json: not found" in capsys.readouterr().err
+    precious = tmp_path / "notes"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("keep")
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "render.json").write_text(json.dumps({"settings": SETTINGS.to_dict(), "source": {}}))
+    (images / "manifest.csv").write_text("source,sha256,split,label,png,status,reason\n")
+    assert audit.main([str(images), "--out", str(precious)]) == 2
+    assert "no rendered images" in capsys.readouterr().err
+    (images / "manifest.csv").write_text("source,sha256,split,label,png,status,reason\n"
+                                         "yes/a.wav,00,train,yes,train/yes/a.png,ok,\n")
+    assert audit.main([str(images), "--out", str(precious), "--quiet"]) == 2
+    assert "not written by this command" in capsys.readouterr().err
+    assert (precious / "thesis.txt").read_text() == "keep"
+    assert audit.main([str(images), "--out", str(tmp_path / "a"), "--model", str(tmp_path / "m.pt")]) == 2
+    assert "m.pt: no such model file" in capsys.readouterr().err
+
+
+def test_audit_of_an_old_manifest_decodes_the_clips_once(tmp_path):
+    """A manifest without the flag columns (older preprocess): the audit computes them itself."""
+    from preprocess.prepare import main
+
+    clips = tmp_path / "clips"
+    _write(clips / "yes" / "a_nohash_0.wav", word())
+    _write(clips / "yes" / "b_nohash_0.wav", word(at=-0.1))
+    _write(clips / "no" / "c_nohash_0.wav", np.clip(word(seed=2) * 8, -1, 1))
+    assert main(["--source", "folder", "--root", str(clips), "--out", str(tmp_path / "images"),
+                 "--workers", "1", "--quiet", "--val-pct", "0", "--test-pct", "0"]) == 0
+    manifest = tmp_path / "images" / "manifest.csv"
+    with open(manifest, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    new = {row["source"]: row["flags"] for row in rows}
+    with open(manifest, "w", newline="") as handle:
+        old_columns = ["source", "sha256", "split", "label", "png", "status", "reason"]
+        writer = csv.DictWriter(handle, old_columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    assert audit.main([str(tmp_path / "images"), "--out", str(tmp_path / "audit"), "--quiet"]) == 0
+    assert {s: ";".join(f) for s, f in read_flags(tmp_path / "audit").items()} == \
+        {s: f for s, f in new.items() if f} == {"yes/b_nohash_0.wav": "cut_off", "no/c_nohash_0.wav": "clipped"}
+    assert "decoded here" in (tmp_path / "audit" / "index.html").read_text()
+
+
+def test_rerun_keeps_the_flags_of_skipped_clips(tmp_path, capsys):
+    from preprocess.prepare import main
+
+    clips = tmp_path / "clips"
+    _write(clips / "yes" / "a_nohash_0.wav", word(at=-0.1))
+    _write(clips / "no" / "c_nohash_0.wav", word(seed=2))
+    args = ["--source", "folder", "--root", str(clips), "--out", str(tmp_path / "images"), "--workers", "1",
+            "--quiet", "--val-pct", "0", "--test-pct", "0"]
+    assert main(args) == 0
+    first = (tmp_path / "images" / "manifest.csv").read_text()
+    assert "cut_off" in first
+    assert main(args) == 0
+    assert "rendered 0, up to date 2" in capsys.readouterr().out
+    assert (tmp_path / "images" / "manifest.csv").read_text() == first
+    (tmp_path / "images" / "manifest.csv").unlink()  # a killed run: the PNGs' metadata still has them
+    assert main(args) == 0
+    assert "rendered 0, up to date 2" in capsys.readouterr().out
+    assert (tmp_path / "images" / "manifest.csv").read_text() == first
+
+
+# ---------------------------------------------------------------- the page in headless Chromium
+
+# what a gallery page shows: every tile's name and flags, and the filter links
+TILES_JS = """
+(() => ({
+  tiles: Array.from(document.querySelectorAll("#gallery figure")).map(
+    f => [f.querySelector("figcaption b").textContent, f.dataset.flags]),
+  filters: Array.from(document.querySelectorAll("nav.filters a")).map(a => [a.textContent, a.href]),
+  title: document.title,
+}))()
+"""
+
+
+@pytest.mark.slow
+def test_audit_in_headless_chromium(built_audit, tmp_path):
+    """Every image and clip of a gallery page loads, no console error; filters and pager change what
+    is shown; the summary table's links lead to the galleries."""
+    from test_report import CHECK_PAGE_JS, CHROMIUM, Chromium
+
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    browser = Chromium(CHROMIUM, tmp_path / "profile")
+    try:
+        target = browser.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Page", "Runtime", "Log"):
+            browser.call(f"{domain}.enable", session=session)
+
+        def evaluate(expression, **options):
+            reply = browser.call("Runtime.evaluate", {"expression": expression, "returnByValue": True,
+                                                      **options}, session=session)
+            return reply["result"].get("value")
+
+        def load(action):
+            browser.events[:] = [e for e in browser.events if e["method"] != "Page.loadEventFired"]
+            action()
+            browser.wait_for("Page.loadEventFired")
+
+        load(lambda: browser.call("Page.navigate", {"url": (built_audit / "index.html").as_uri()},
+                                  session=session))
+        summary = evaluate("Array.from(document.querySelectorAll('#summary-table a'))"
+                           ".map(a => a.getAttribute('href'))")
+        assert summary and all((built_audit / href).is_file() for href in summary)
+        # the "images" cell of the first class row: its whole gallery
+        load(lambda: evaluate("document.querySelector('#summary-table tbody tr td:nth-child(3) a').click()"))
+        first = evaluate(TILES_JS)
+        assert len(first["tiles"]) == 24
+        page = evaluate(CHECK_PAGE_JS, awaitPromise=True)
+        broken = [src for src, width, _ in page["images"] if width == 0]
+        assert len(page["images"]) == 24 and broken == [], broken
+        silent = [src for src, duration in page["audio"] if not duration or duration != duration]
+        assert len(page["audio"]) == 24 and silent == [], silent
+        # suspicious first: the flagged tiles lead the page
+        flagged = [bool(flags_) for _, flags_ in first["tiles"]]
+        assert flagged == sorted(flagged, reverse=True) and flagged[0]
+        # a filter shows only its clips
+        name, href = next((text, link) for text, link in first["filters"] if text.startswith("cut_off"))
+        load(lambda: evaluate(f"Array.from(document.querySelectorAll('nav.filters a'))"
+                              f".find(a => a.textContent === {json.dumps(name)}).click()"))
+        filtered = evaluate(TILES_JS)
+        assert filtered["tiles"] and all("cut_off" in f.split() for _, f in filtered["tiles"])
+        assert len(filtered["tiles"]) == int(name.split("(")[1].rstrip(")")) < len(first["tiles"])
+        # back to everything, next page: other tiles
+        load(lambda: evaluate("Array.from(document.querySelectorAll('nav.filters a'))"
+                              ".find(a => a.textContent.startsWith('all')).click()"))
+        load(lambda: evaluate("document.querySelector('a[rel=next]').click()"))
+        second = evaluate(TILES_JS)
+        assert second["tiles"] and set(map(tuple, second["tiles"])).isdisjoint(map(tuple, first["tiles"]))
+        time.sleep(0.5)
+        evaluate("1")
+    finally:
+        browser.close()
+    errors = [e for e in browser.events
+              if (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
+              or e["method"] == "Runtime.exceptionThrown"
+              or (e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
+    assert errors == [], errors
