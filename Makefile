@@ -23,6 +23,7 @@ demo: $(STAMP)
 	$(PY) -m train.evaluate --model models/demo/model.pt --images images/test
 	$(PY) -m train.predict --model models/demo/model.pt $(DEMO)/yes/$$(ls $(DEMO)/yes | head -n 1)
 	$(PY) -m train.report models/demo --out report/
+	$(PY) -m preprocess.audit images --out audit/ --model models/demo/model.pt
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -33,4 +34,4 @@ bench: $(STAMP)
 	$(PY) -m train.bench --images images_real
 
 clean:
-	rm -rf images/train images/val images/test images/render.json images/manifest.csv models/demo report data
+	rm -rf images/train images/val images/test images/render.json images/manifest.csv models/demo report audit data

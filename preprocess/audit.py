@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -112,21 +113,26 @@ def _inside(rel: str) -> bool:
     return bool(rel) and not path.is_absolute() and ".." not in path.parts
 
 
-def fill_missing_records(data: Dataset, progress: bool) -> int:
-    """Rows of a manifest written before preprocess kept flags: decode those clips once, here."""
-    missing = [r for r in data.rows if any(r.get(key) is None for key in flags.MANIFEST_FIELDS)]
+def fill_missing_records(data: Dataset, progress: bool) -> tuple[int, int]:
+    """Rows of a manifest written before preprocess kept flags (or by older rules): decode them here.
+
+    -> (rows filled, rows whose clip could not be decoded: only their image sketch is known)."""
+    missing = [r for r in data.rows if not flags.is_current(r)]
+    undecoded = 0
     for row in tqdm(missing, desc="flags (old manifest)", unit="clip", disable=not progress or not missing):
-        try:
+        levels = wave = None
+        with contextlib.suppress(OSError):
             with Image.open(data.images / row["png"]) as image:
                 levels = np.asarray(image)
+        with contextlib.suppress(AudioError, OSError):
             wave = load_audio(data.audio_root / row["source"], data.settings) if data.audio_root else None
-        except (AudioError, OSError):
-            wave = None
-        if wave is None:
-            row.update({key: row.get(key) or "" for key in flags.MANIFEST_FIELDS})
-            continue
-        row.update(flags.clip_record(wave, levels, data.settings))
-    return len(missing)
+        if wave is not None and levels is not None:
+            row.update(flags.clip_record(wave, levels, data.settings))
+        else:
+            undecoded += 1
+            row.update({key: "" for key in flags.MANIFEST_FIELDS},
+                       image_blocks=flags.image_blocks(levels) if levels is not None else "")
+    return len(missing), undecoded
 
 
 # ---------------------------------------------------------------- dataset-wide flags
@@ -402,10 +408,12 @@ class Options:
 def audit(data: Dataset, options: Options) -> dict:
     """Write the audit folder; -> summary numbers."""
     notes = []
-    refilled = fill_missing_records(data, options.progress)
+    refilled, undecoded = fill_missing_records(data, options.progress)
     if refilled:
-        notes.append(f"{refilled} clip(s) had no flags in manifest.csv (written by an older preprocess); they "
+        notes.append(f"{refilled} clip(s) had no current flags in manifest.csv (an older preprocess); they "
                      f"were decoded here. Run `python -m preprocess` again to store them.")
+    if undecoded:
+        notes.append(f"{undecoded} of them could not be decoded (clip or PNG missing): no per-clip flags.")
     classes = sorted({r["label"] for r in data.rows})
     suspects, model_info = {}, None
     if options.model is not None:

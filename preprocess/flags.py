@@ -24,7 +24,8 @@ import numpy as np
 from preprocess.render import RenderSettings, fit_length
 
 CLIP_FLAGS = ("silent", "clipped", "cut_off", "short")
-MANIFEST_FIELDS = ("source_s", "level_db", "flags", "image_blocks")
+MANIFEST_FIELDS = ("source_s", "level_db", "flags", "image_blocks", "flags_version")
+VERSION = "1"            # bump when a rule or threshold changes: preprocess then renders every clip again
 
 FRAME_S = 0.020          # level frames: 20 ms, hop 10 ms
 SILENT_DB = -50.0        # loudest frame below this (dBFS RMS): near-silent. Quiet real speech peaks ~-35
@@ -151,4 +152,10 @@ def clip_record(wave: np.ndarray, image, settings: RenderSettings) -> dict[str, 
     return {"source_s": f"{len(wave) / settings.sample_rate:.3f}",
             "level_db": f"{float(levels.max()):.1f}",
             "flags": ";".join(clip_flags(wave, settings, levels)),
-            "image_blocks": image_blocks(np.asarray(image))}
+            "image_blocks": image_blocks(np.asarray(image)),
+            "flags_version": VERSION}
+
+
+def is_current(record: dict) -> bool:
+    """Whether a manifest row (or PNG metadata) holds a complete record made by these rules."""
+    return record.get("flags_version") == VERSION and all(record.get(key) is not None for key in MANIFEST_FIELDS)

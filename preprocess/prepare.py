@@ -217,7 +217,7 @@ def previous_records(out: Path, existing: dict[str, tuple[str, str]], manifest_t
     PNG's metadata (render_task stores the record there too). A PNG of an older version has neither.
     """
     def complete(record: dict, sha: str) -> dict | None:
-        if record.get("sha256") == sha and all(record.get(key) is not None for key in flags.MANIFEST_FIELDS):
+        if record.get("sha256") == sha and flags.is_current(record):
             return {key: record[key] for key in flags.MANIFEST_FIELDS}
         return None
 
@@ -433,7 +433,7 @@ def prepare(args: argparse.Namespace) -> int:
         existing = existing_images(out, settings.digest(), manifest_trusted)
         records = previous_records(out, existing, manifest_trusted)
         # an up-to-date PNG is skipped only when its flags record is known too; PNGs written before
-        # flags existed are rendered again, once
+        # flags existed (or before the rules last changed: flags.VERSION) are rendered again, once
         tasks = plan_tasks(clips, names, {png: existing[png] for png in records}, out, settings)
         rows: list[dict] = [{}] * len(clips)
         counts: collections.Counter = collections.Counter()

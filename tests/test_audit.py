@@ -6,17 +6,15 @@ import csv
 import json
 import os
 import random
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from PIL import Image
 
 from preprocess import audit, flags, sources
-from preprocess.render import RenderSettings, load_audio, render_image
+from preprocess.render import RenderSettings, render_image
 
 SR = 16000
 SETTINGS = RenderSettings()
