@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(PY) -m train.evaluate --model models/demo/model.pt --images images/test
 	$(PY) -m train.predict --model models/demo/model.pt $(DEMO)/yes/$$(ls $(DEMO)/yes | head -n 1)
 	$(PY) -m train.report models/demo --out report/
-	$(PY) -m preprocess.audit images --out audit/ --model models/demo/model.pt
+	$(PY) -m preprocess.audit images --out audit/ --model models/demo/model.pt --folds 3 --fold-epochs 5
 
 test: $(STAMP)
 	$(PY) -m pytest

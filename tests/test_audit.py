@@ -120,7 +120,7 @@ def plant_faults(real: Path, root: Path, seed: int = 0) -> dict[str, list[str]]:
 
     -> {kind: [source paths relative to root]}, plus "untouched": the clips left as they were.
     """
-    clips = sorted(p.relative_to(real).as_posix() for p in real.glob("*/*.wav"))
+    clips = sorted(p.relative_to(real).as_posix() for label in ("yes", "no") for p in (real / label).glob("*.wav"))
     rng = random.Random(seed)
     chosen = rng.sample(clips, 6 * PLANTED_PER_KIND)
     kinds = ["silent", "clipped", "cut_off", "duplicate_class", "duplicate_split", "swapped"]
@@ -221,16 +221,22 @@ def test_swapped_labels_rank_in_the_top_20_with_a_model(planted, tmp_path):
 
     images, faults = planted
     model_dir = tmp_path / "models" / "planted"
-    assert train_main(["--images", str(images), "--out", str(model_dir), "--epochs", "10", "--cache",
+    assert train_main(["--images", str(images), "--out", str(model_dir), "--epochs", "15", "--cache",
                        "--no-progress"]) == 0
     out = tmp_path / "audit"
     assert audit.main([str(images), "--out", str(out), "--model", str(model_dir / "model.pt"),
-                       "--folds", "3", "--fold-epochs", "10", "--quiet"]) == 0
+                       "--folds", "3", "--fold-epochs", "12", "--quiet"]) == 0
     with open(out / "suspects.csv", newline="") as handle:
         ranking = list(csv.DictReader(handle))
-    top = [row["source"] for row in ranking[:20]]
-    missed = [s for s in faults["swapped"] if s not in top]
-    assert missed == [], f"swapped clips outside the top 20: {missed}; top 20: {ranking[:20]}"
+    # the copies planted under the other word are wrong labels too (and flagged duplicate_audio):
+    # they may rank among the swapped clips, so the top 20 is counted without them
+    copies = set(faults["duplicate_class"])
+    ranked = [row["source"] for row in ranking if row["source"] not in copies]
+    print("swapped clips at ranks", sorted(ranked.index(s) + 1 for s in faults["swapped"] if s in ranked),
+          "of", len(ranked), "contradicted;", "with the wrong-class copies:",
+          sorted(int(row["rank"]) for row in ranking if row["source"] in faults["swapped"]))
+    missed = [s for s in faults["swapped"] if s not in ranked[:20]]
+    assert missed == [], f"swapped clips outside the top 20: {missed}; top 20: {ranked[:20]}"
     found = read_flags(out)
     assert all("suspect_label" in found.get(s, []) for s in faults["swapped"])
     page = (out / "index.html").read_text()

@@ -3,7 +3,8 @@
 val and test clips are judged by the given model: it never trained on them. Train clips are judged
 out of fold: the train split's speakers are cut into K folds, and for each fold a quick model (the
 checkpoint's architecture, `python -m train`'s recipe, a few epochs) is trained on the other folds
-and judges this one, so no clip is judged by a model that memorised its (possibly wrong) label.
+plus the test split, picks its epoch on val, and judges this fold: no clip is judged by a model that
+memorised its (possibly wrong) label.
 With folds=0 the given model judges the train split too, and the page says so.
 """
 from __future__ import annotations
@@ -58,12 +59,13 @@ def _link_images(root: Path, split: str, rows: list[dict], images: Path) -> None
 
 def train_fold(data: Dataset, train_rows: list[dict], held_rows: list[dict], val_rows: list[dict],
                arch: str, epochs: int, seed: int, work: Path) -> Path:
-    """A quick model trained without `held_rows` (a temp images folder of links); -> its model.pt."""
+    """A quick model trained on `train_rows`, its epoch picked on `val_rows` (or, without a val split,
+    on `held_rows`), in a temp images folder of links; -> its model.pt."""
     from train.train import main as train_main
 
     images = work / "images"
     _link_images(images, "train", train_rows, data.images)
-    _link_images(images, "val", val_rows or held_rows, data.images)  # val picks the epoch; never trained on
+    _link_images(images, "val", val_rows or held_rows, data.images)
     _link_images(images, "test", held_rows, data.images)
     shutil.copyfile(data.images / "render.json", images / "render.json")
     log = io.StringIO()
@@ -111,13 +113,16 @@ def label_check(model_path: Path, data: Dataset, folds: int, epochs: int, thresh
         split_how[split] = f"{model_name} (never trained on this split)"
     train = by_split["train"]
     if train and folds >= 2:
+        # each quick model learns from the other folds plus the test split (more data, better judges;
+        # the given model alone judges test), and picks its epoch on val
         val_rows = [data.rows[i] for i in by_split["val"]]
+        extra = [data.rows[i] for i in by_split["test"]]
         fold = {i: fold_of(data.rows[i]["source"], folds) for i in train}
         failed = []
         for k in tqdm(range(folds), desc=f"out-of-fold models ({epochs} epochs each)", unit="fold",
                       disable=not progress):
             held = [i for i in train if fold[i] == k]
-            rest = [data.rows[i] for i in train if fold[i] != k]
+            rest = [data.rows[i] for i in train if fold[i] != k] + extra
             if not held:
                 continue
             with tempfile.TemporaryDirectory(prefix="specvision-fold-") as work:
@@ -133,20 +138,27 @@ def label_check(model_path: Path, data: Dataset, folds: int, epochs: int, thresh
                     continue
                 judge(held, net, "out-of-fold", f"predict fold {k + 1}")
         split_how["train"] = (f"out-of-fold: {folds} quick {ckpt['arch']} models ({epochs} epochs each), each "
-                              f"trained without one fold of speakers" + (f"; fold(s) {[k + 1 for k in failed]} "
-                                                                          f"in-sample" if failed else ""))
+                              f"trained on the test split and the train split without one fold of its "
+                              f"speakers" + (f"; fold(s) {[k + 1 for k in failed]} in-sample" if failed else ""))
     elif train:
         judge(train, model, "the model, in-sample", "predict train")
         split_how["train"] = (f"{model_name}, in-sample: it was trained on these clips, so a memorised wrong "
                               f"label can go unnoticed (use --folds K)")
-    suspects = {}
-    for i, p in probs.items():
-        best = int(np.argmax(p))
-        if classes[best] != data.rows[i]["label"]:
-            suspects[i] = {"predicted": classes[best], "confidence": float(p[best]), "how": how[i]}
+    suspects = contradictions(probs, how, [r["label"] for r in data.rows], classes)
     info = {"name": model_name, "arch": ckpt["arch"], "threshold": threshold, "notes": notes,
             "splits": [{"split": s, "how": split_how[s], "judged": len(by_split[s]),
                         "suspects": sum(1 for i in by_split[s] if i in suspects
                                         and suspects[i]["confidence"] >= threshold)}
                        for s in ("train", "val", "test") if by_split[s]]}
     return suspects, info
+
+
+def contradictions(probs: dict[int, np.ndarray], how: dict[int, str], labels: list[str],
+                   classes: list[str]) -> dict[int, dict]:
+    """{row: {"predicted", "confidence", "how"}} for each judged clip whose most likely class is not its label."""
+    suspects = {}
+    for i, p in probs.items():
+        best = int(np.argmax(p))
+        if classes[best] != labels[i]:
+            suspects[i] = {"predicted": classes[best], "confidence": float(p[best]), "how": how[i]}
+    return suspects
