@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(PY) -m train.evaluate --model models/demo/model.pt --images images/test
 	$(PY) -m train.predict --model models/demo/model.pt $(DEMO)/yes/$$(ls $(DEMO)/yes | head -n 1)
 	$(PY) -m train.report models/demo --out report/
+	$(PY) -m preprocess.audit images --out audit/ --model models/demo/model.pt --folds 3 --fold-epochs 5
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -34,4 +35,4 @@ bench: $(STAMP)
 	$(PY) -m train.bench --images images_real
 
 clean:
-	rm -rf images/train images/val images/test images/render.json images/manifest.csv images/.openworld models/demo report data
+	rm -rf images/train images/val images/test images/render.json images/manifest.csv images/.openworld models/demo report audit data

@@ -11,6 +11,8 @@ import contextlib
 import errno
 import itertools
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 _counter = itertools.count()
@@ -120,3 +122,32 @@ def _alive(pid: int) -> bool:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def replace_folder(out: str | os.PathLike, build, is_ours) -> None:
+    """Build a whole output folder with `build(temp_folder)` beside `out`, then swap it in.
+
+    A crash leaves the previous folder as it was and no temp folder behind. `is_ours(folder)` must
+    say whether an existing `out` may be replaced (never a folder this program did not write).
+    """
+    out = Path(out)
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or is_ours(out))):
+        raise FileExistsError(f"{out}: exists and was not written by this command; refusing to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    old = None
+    try:
+        build(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; these folders are meant to be shared
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            os.replace(out, old / "previous")
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not out.exists():
+            os.replace(old / "previous", out)  # put the previous folder back
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

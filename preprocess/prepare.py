@@ -38,18 +38,21 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from preprocess import cli, download, openworld, shards, sources
+from preprocess import cli, download, flags, openworld, shards, sources
 from preprocess.cli import SpecVisionError
 from preprocess.atomic import atomic_write_text
 from preprocess.layout import RENDER_JSON, SPLITS, SettingsError, read_render_record, write_render_record
-from preprocess.render import (MAX_AUDIO_SECONDS, AudioError, RenderSettings, open_audio, read_png_metadata,
-                               render_file, save_png)
+from preprocess.render import (MAX_AUDIO_SECONDS, AudioError, RenderSettings, decode_clip, open_audio,
+                               read_png_metadata, render_image, save_png)
 
 DEFAULT_OUT = "images"
 DEFAULT_WORDS = ["yes", "no"]          # speechcommands default; the folder source takes all classes
 DEFAULT_DATA_DIR = "data"              # where a downloaded Speech Commands copy is kept
 MANIFEST = "manifest.csv"
-MANIFEST_FIELDS = ("source", "sha256", "split", "label", "png", "status", "reason", "size", "mtime_ns")
+# size, mtime_ns: the clip file's stat (a re-run skips a clip whose stat is unchanged without reading it);
+# flags.MANIFEST_FIELDS: what the audit needs to know of each clip (flags, length, level, image sketch)
+MANIFEST_FIELDS = ("source", "sha256", "split", "label", "png", "status", "reason", "size", "mtime_ns") \
+    + flags.MANIFEST_FIELDS
 LOCK_FILE = ".preprocess.lock"
 STAGING = ".staging"                    # OUT/.staging/<pid>/: each worker's temp files (see render_task)
 MAX_CHUNK = 16                          # clips per worker message: amortises pickling, evens the last chunks
@@ -235,8 +238,14 @@ def read_manifest(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-class Existing(collections.namedtuple("Existing", "source sha256 size mtime_ns")):
-    """What an existing PNG was rendered from; size and mtime_ns ('' if unknown) of the clip's file."""
+class Existing(collections.namedtuple("Existing", "source sha256 size mtime_ns record", defaults=(None,))):
+    """What an existing PNG was rendered from; size and mtime_ns ('' if unknown) of the clip's file;
+    record: its flags.MANIFEST_FIELDS, None if not known under the current flag rules."""
+
+
+def flags_record(row: dict) -> dict | None:
+    """The flags.MANIFEST_FIELDS of a manifest row or PNG metadata, if complete and current."""
+    return {key: row[key] for key in flags.MANIFEST_FIELDS} if flags.is_current(row) else None
 
 
 def existing_images(out: Path, settings_hash: str, manifest_trusted: bool,
@@ -258,9 +267,11 @@ def existing_images(out: Path, settings_hash: str, manifest_trusted: bool,
         written = manifest.stat().st_mtime_ns
         for row in read_manifest(manifest):
             path = on_disk.get(row.get("png") or "")
-            if row.get("status") == "ok" and path is not None and os.stat(path).st_mtime_ns <= written:
+            record = flags_record(row)  # None: a row of older flag rules; the PNG's metadata may have it
+            if (row.get("status") == "ok" and record is not None and path is not None
+                    and os.stat(path).st_mtime_ns <= written):
                 known[row["png"]] = Existing(row["source"], row["sha256"], row.get("size") or "",
-                                             row.get("mtime_ns") or "")
+                                             row.get("mtime_ns") or "", record)
     for rel, path in on_disk.items():
         if rel in known:
             continue
@@ -269,7 +280,7 @@ def existing_images(out: Path, settings_hash: str, manifest_trusted: bool,
         except Exception:  # unreadable PNG: treated as absent, so it is rendered again or removed
             continue
         if meta.get("settings_hash") == settings_hash and "source" in meta and "sha256" in meta:
-            known[rel] = Existing(meta["source"], meta["sha256"], "", "")
+            known[rel] = Existing(meta["source"], meta["sha256"], "", "", flags_record(meta))
     return known
 
 
@@ -436,27 +447,30 @@ def read_and_hash(path: str) -> tuple[bytes | None, str]:
             raise AudioError(f"{path}: cannot read file ({err.strerror or err})") from None
 
 
-def render_task(task: tuple[int, str, str, str, dict]) -> tuple[int, str, str, str]:
-    """(index, audio path, png path, previous sha256, metadata) -> (index, sha256, status, reason).
+def render_task(task: tuple[int, str, str, str, dict]) -> tuple[int, str, str, str, dict]:
+    """(index, audio path, png path, previous sha256, metadata) -> (index, sha256, status, reason, record).
 
     status: 'rendered', 'skipped' (PNG up to date) or 'failed' (reason says why; no PNG is left).
+    record: the clip's flags.MANIFEST_FIELDS when rendered, else {}.
     """
     index, path, png, previous_sha, metadata = task
     sha = ""
     try:
         data, sha = read_and_hash(path)  # small clips: read once, hashed here, decoded from memory below
         if sha == previous_sha and os.path.exists(png):
-            return index, sha, "skipped", ""
-        image = render_file(path, _settings, data, _max_seconds)
+            return index, sha, "skipped", "", {}
+        wave, source_samples = decode_clip(path, _settings, data, _max_seconds)
+        image = render_image(wave, _settings)
+        record = flags.clip_record(wave, image, _settings, source_samples)
         # the temp file goes to this worker's own folder, then is renamed into the class folder:
         # workers creating files in one shared folder would wait on its lock
-        save_png(image, png, {**metadata, "sha256": sha}, _staging)
-        return index, sha, "rendered", ""
+        save_png(image, png, {**metadata, "sha256": sha, **record}, _staging)
+        return index, sha, "rendered", "", record
     except AudioError as err:
         reason = str(err).removeprefix(f"{path}: ")
     except OSError as err:
         if err.errno in cli.DISK_FULL:
-            return index, sha, "fatal", cli.disk_full_message(err)
+            return index, sha, "fatal", cli.disk_full_message(err), {}
         reason = f"cannot write {png} ({err.strerror or err})"
     except MemoryError:
         reason = "out of memory while rendering it"
@@ -464,7 +478,7 @@ def render_task(task: tuple[int, str, str, str, dict]) -> tuple[int, str, str, s
         reason = f"{type(err).__name__}: {err}"
     Path(png).unlink(missing_ok=True)  # an old image of this clip would no longer match its audio
     # the manifest names clips relative to the audio root, so that it reads the same on every machine
-    return index, sha, "failed", reason.replace(path, metadata["source"])
+    return index, sha, "failed", reason.replace(path, metadata["source"]), {}
 
 
 def _tracked_chunk(positions: list[int]) -> list[tuple]:
@@ -590,7 +604,7 @@ def _isolated(context, position: int, settings, staging, max_seconds: float, cli
         reason = f"the worker process rendering it died ({name}{hint})"
     else:
         reason = f"the worker process rendering it exited with status {process.exitcode}"
-    return index, "", "failed", reason
+    return index, "", "failed", reason, {}
 
 
 def _isolated_main(send, position: int, settings, staging, max_seconds: float) -> None:
@@ -689,28 +703,34 @@ def prepare(args: argparse.Namespace) -> int:
         existing = existing_images(out, settings.digest(), manifest_trusted,
                                    (shards.part_csv(out, shard),) if shard else (),
                                    set(names) if shard else None)
+        # an up-to-date PNG is skipped only when its flags record is known too; PNGs written before
+        # flags existed (or before the rules last changed: flags.VERSION) are rendered again, once
+        existing = {png: known for png, known in existing.items() if known.record is not None}
         plan = plan_tasks(clips, names, existing, out, settings)
         rows: list[dict] = [{}] * len(clips)
         counts: collections.Counter = collections.Counter()
 
-        def record(index: int, sha: str, status: str, reason: str) -> None:
+        def record(index: int, sha: str, status: str, reason: str, clip_record: dict) -> None:
             clip, ok = clips[index], status != "failed"
             counts[status] += 1
             size, mtime_ns = plan.stats[index] if ok else ("", "")
+            if status == "skipped":  # not rendered now: its record is the one kept with its PNG
+                clip_record = existing[names[index]].record
             rows[index] = {"source": clip.source, "sha256": sha, "split": clip.split, "label": clip.label,
                            "png": names[index] if ok else "", "status": "ok" if ok else "failed",
-                           "reason": reason, "size": size, "mtime_ns": mtime_ns}
+                           "reason": reason, "size": size, "mtime_ns": mtime_ns, **clip_record}
 
         for index, sha in plan.up_to_date.items():
-            record(index, sha, "skipped", "")
+            record(index, sha, "skipped", "", {})
         staging = out / STAGING / f"shard-{shard.name}" if shard else out / STAGING
         shutil.rmtree(staging, ignore_errors=True)  # temp files of a killed run
         try:
-            for index, sha, status, reason in run_tasks(plan.tasks, settings, staging, args.workers,
-                                                        args.quiet, args.max_seconds, args.clip_timeout):
+            for index, sha, status, reason, clip_record in run_tasks(
+                    plan.tasks, settings, staging, args.workers, args.quiet, args.max_seconds,
+                    args.clip_timeout):
                 if status == "fatal":  # a full disk: every later clip would fail the same way
                     raise PrepareError(reason)
-                record(index, sha, status, reason)
+                record(index, sha, status, reason, clip_record)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         if shard:  # stale PNGs may be another shard's clips: the merge removes them

@@ -194,13 +194,15 @@ def audio_blocks(handle: sf.SoundFile, path: str | os.PathLike, settings: Render
             return
 
 
-def load_clip(path: str | os.PathLike, settings: RenderSettings, data: bytes | None = None,
-              max_seconds: float = MAX_AUDIO_SECONDS) -> np.ndarray:
-    """A clip fitted to the render window (what preprocess renders), with bounded memory.
+def decode_clip(path: str | os.PathLike, settings: RenderSettings, data: bytes | None = None,
+                max_seconds: float = MAX_AUDIO_SECONDS) -> tuple[np.ndarray, int]:
+    """(wave, source_samples) at settings.sample_rate, with bounded memory; fit_length(wave) is what
+    preprocess renders.
 
-    Clips up to WHOLE_DECODE_SAMPLES are decoded whole (the path every image so far was made with);
-    longer ones are decoded in blocks and their loudest window is found on the way (`loudest_window`:
-    the same window, bit for bit, when no resampling is needed).
+    Clips up to WHOLE_DECODE_SAMPLES are decoded whole (the path every image so far was made with) and
+    returned unfitted; longer ones are decoded in blocks and only their loudest window is kept
+    (`loudest_window`: the same window, bit for bit, when no resampling is needed). source_samples:
+    the whole source's length at the render rate (preprocess.flags needs it).
     """
     path = Path(path)
     with open_audio(path, data, max_seconds) as handle:
@@ -208,8 +210,22 @@ def load_clip(path: str | os.PathLike, settings: RenderSettings, data: bytes | N
             samples, rate = _read(handle, -1, path), handle.samplerate
             if samples.shape[0] == 0:
                 raise AudioError(f"{path}: no audio frames")
-            return prepare_waveform(samples, rate, settings)
-        return loudest_window(audio_blocks(handle, path, settings), settings.num_samples)
+            wave = prepare_waveform(samples, rate, settings, fit=False)
+            return wave, len(wave)
+        seen = [0]
+
+        def counted(blocks):
+            for block in blocks:
+                seen[0] += len(block)
+                yield block
+        window = loudest_window(counted(audio_blocks(handle, path, settings)), settings.num_samples)
+        return window, seen[0]
+
+
+def load_clip(path: str | os.PathLike, settings: RenderSettings, data: bytes | None = None,
+              max_seconds: float = MAX_AUDIO_SECONDS) -> np.ndarray:
+    """A clip fitted to the render window (what preprocess renders), with bounded memory (decode_clip)."""
+    return fit_length(decode_clip(path, settings, data, max_seconds)[0], settings.num_samples)
 
 
 def loudest_window(blocks, num_samples: int) -> np.ndarray:

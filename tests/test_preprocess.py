@@ -18,7 +18,7 @@ from PIL import Image
 from torchvision.datasets import ImageFolder
 
 from conftest import REPO
-from preprocess import prepare, sources
+from preprocess import flags, prepare, sources
 from preprocess.render import RenderSettings, read_png_metadata
 
 SR = 16000
@@ -109,7 +109,8 @@ def test_real_images_folder_source(real_images, real_data):
     row = rows[0]
     meta = read_png_metadata(real_images / row["png"])
     assert meta == {"source": row["source"], "label": row["label"], "split": row["split"],
-                    "settings_hash": record["settings_hash"], "sha256": row["sha256"]}
+                    "settings_hash": record["settings_hash"], "sha256": row["sha256"],
+                    **{key: row[key] for key in flags.MANIFEST_FIELDS}}  # the audit's numbers, kept in both
     for split in sources.SPLITS:
         dataset = ImageFolder(str(real_images / split))
         assert dataset.classes == ["no", "yes"] and len(dataset) == shares[split]

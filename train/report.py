@@ -16,12 +16,10 @@ import csv
 import dataclasses
 import html
 import json
-import os
 import random
 import re
 import shutil
 import sys
-import tempfile
 import urllib.parse
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from preprocess import cli, openworld
+from preprocess.atomic import replace_folder
 from preprocess.cli import SpecVisionError
 from preprocess.images import ImageError, decode, open_png
 from preprocess.layout import RENDER_JSON, SPLITS, SettingsError, read_render_record
@@ -518,26 +517,10 @@ def _is_report(folder: Path) -> bool:
 
 def write_report(out: Path, build) -> None:
     """Build into a temp folder beside `out`, then swap it in; an old report is removed only after."""
-    if out.exists() and not (out.is_dir() and _is_report(out)):
-        raise ReportError(f"{out}: exists and is not a SpecVision report; refusing to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    old = None
     try:
-        build(tmp)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a report is meant to be shared
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / "report")
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not out.exists():
-            os.replace(old / "report", out)  # put the previous report back
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_folder(out, build, _is_report)
+    except FileExistsError:
+        raise ReportError(f"{out}: exists and is not a SpecVision report; refusing to replace it") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,429 @@
+"""preprocess.flags and preprocess.audit: each flag on a constructed clip, planted faults in a copy of
+the real clips, and the page in headless Chromium."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from preprocess import audit, flags, sources
+from preprocess.render import RenderSettings, render_image
+
+SR = 16000
+SETTINGS = RenderSettings()
+PLANTED_PER_KIND = 10
+
+
+# ---------------------------------------------------------------- constructed clips, one flag each
+
+def word(seconds: float = 1.0, at: float = 0.35, length: float = 0.3, level: float = 0.3,
+         noise: float = 1e-3, seed: int = 0) -> np.ndarray:
+    """A word-like burst (a vowel: harmonics of 140 Hz, smooth envelope) in faint noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    vowel = sum(np.sin(2 * np.pi * 140 * k * t + k) / k for k in range(1, 12))
+    envelope = np.clip(1 - np.abs((t - at - length / 2) / (length / 2)), 0, None) ** 0.5
+    wave = level * vowel / np.abs(vowel).max() * envelope + noise * rng.standard_normal(len(t))
+    return wave.astype(np.float32)
+
+
+def test_a_plain_word_has_no_flags():
+    assert flags.clip_flags(word(), SETTINGS) == []
+
+
+def test_silent_clip():
+    quiet = word(level=3e-4, noise=3e-5)  # a word at -70 dBFS: the mic was off
+    assert flags.clip_flags(quiet, SETTINGS) == ["silent"]
+    assert flags.clip_flags(np.zeros(SR, np.float32), SETTINGS) == ["silent"]  # digital silence
+    assert flags.clip_flags(word(level=0.02), SETTINGS) == []  # quiet but spoken: -40 dBFS peaks
+
+
+def test_clipped_clip_at_full_scale_and_below():
+    loud = np.clip(word() * 8, -1.0, 1.0)
+    assert flags.clip_flags(loud, SETTINGS) == ["clipped"]
+    # clipped, then turned down (a gain stage after the clipper): the plateau is not at full scale
+    assert flags.clip_flags(np.clip(word() * 8, -1.0, 1.0) * 0.5, SETTINGS) == ["clipped"]
+    # as a 16-bit file, read back: the plateau is 32767 or -32768, still found
+    assert "clipped" in flags.clip_flags(np.round(loud * 32767) / 32768, SETTINGS)
+    # a loud clean tone peaks once per cycle: not clipped
+    tone = (0.99 * np.sin(2 * np.pi * 440 * np.arange(SR) / SR)).astype(np.float32)
+    assert "clipped" not in flags.clip_flags(tone, SETTINGS)
+
+
+def test_cut_off_word_at_either_edge():
+    assert flags.clip_flags(word(at=-0.1), SETTINGS) == ["cut_off"]      # starts before the window
+    assert flags.clip_flags(word(at=0.8), SETTINGS) == ["cut_off"]       # still going at the end
+    assert flags.clip_flags(word(at=0.05), SETTINGS) == []               # close to the start, but inside
+    # steady noise touches both edges too, but is not a word: no louder part than the edges' own level
+    noise = (0.05 * np.random.default_rng(1).standard_normal(SR)).astype(np.float32)
+    assert flags.clip_flags(noise, SETTINGS) == []
+
+
+def test_short_source():
+    assert flags.clip_flags(word(seconds=0.4, at=0.05), SETTINGS) == ["short"]
+    assert flags.clip_flags(word(seconds=0.6, at=0.15), SETTINGS) == []  # padded, but not "much" shorter
+
+
+def test_clip_record_is_the_manifest_columns_and_deterministic():
+    wave = word()
+    image = render_image(wave, SETTINGS)
+    record = flags.clip_record(wave, image, SETTINGS)
+    assert tuple(record) == flags.MANIFEST_FIELDS
+    assert record["source_s"] == "1.000" and record["flags"] == ""
+    assert -20 < float(record["level_db"]) < -10  # RMS of the loudest 20 ms of a 0.3-peak vowel
+    assert record == flags.clip_record(wave.copy(), render_image(wave, SETTINGS), SETTINGS)
+
+
+def test_image_sketch_finds_a_copy_at_another_gain_and_not_another_word():
+    wave = word()
+    same = flags.image_blocks(np.asarray(render_image(wave, SETTINGS)))
+    quieter = flags.image_blocks(np.asarray(render_image(wave * 0.5, SETTINGS)))  # -6 dB copy
+    other = flags.image_blocks(np.asarray(render_image(word(at=0.5, length=0.2, seed=3), SETTINGS)))
+    silence = flags.image_blocks(np.asarray(render_image(np.zeros(SR, np.float32), SETTINGS)))
+    vectors, usable = flags.sketch_vectors([same, quieter, other, silence, "not base64!"])
+    assert usable.tolist() == [True, True, True, False, False]  # silence: all images of it look alike
+    assert vectors[0] @ vectors[1] >= audit.DUPLICATE_COSINE
+    assert vectors[0] @ vectors[2] < audit.DUPLICATE_COSINE
+
+
+def test_duplicates_only_across_classes_or_splits():
+    rows = [{"sha256": "a", "label": "yes", "split": "train", "image_blocks": ""},
+            {"sha256": "a", "label": "no", "split": "train", "image_blocks": ""},    # label conflict
+            {"sha256": "b", "label": "yes", "split": "train", "image_blocks": ""},
+            {"sha256": "b", "label": "yes", "split": "test", "image_blocks": ""},    # leakage
+            {"sha256": "c", "label": "yes", "split": "val", "image_blocks": ""},
+            {"sha256": "c", "label": "yes", "split": "val", "image_blocks": ""}]     # a plain copy
+    assert audit.duplicate_audio(rows) == {0: [1], 1: [0], 2: [3], 3: [2]}
+    sketch = flags.image_blocks(np.asarray(render_image(word(), SETTINGS)))
+    for row in rows:
+        row["image_blocks"] = sketch
+    found = audit.duplicate_images(rows)
+    assert set(found) == set(range(6)) and sorted(found[0]) == [3, 4, 5]  # never pairs within a split
+
+
+# ---------------------------------------------------------------- planted faults in a copy of the real clips
+
+def _write(path: Path, wave: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, wave, SR, subtype="PCM_16")
+
+
+def plant_faults(real: Path, root: Path, seed: int = 0) -> dict[str, list[str]]:
+    """A copy of the real yes/no clips (links) with PLANTED_PER_KIND clips of each fault written in.
+
+    -> {kind: [source paths relative to root]}, plus "untouched": the clips left as they were.
+    """
+    clips = sorted(p.relative_to(real).as_posix() for label in ("yes", "no") for p in (real / label).glob("*.wav"))
+    rng = random.Random(seed)
+    chosen = rng.sample(clips, 6 * PLANTED_PER_KIND)
+    kinds = ["silent", "clipped", "cut_off", "duplicate_class", "duplicate_split", "swapped"]
+    picked = {k: chosen[i * PLANTED_PER_KIND:(i + 1) * PLANTED_PER_KIND] for i, k in enumerate(kinds)}
+    planted: dict[str, list[str]] = {k: [] for k in kinds}
+    for rel in clips:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        if rel not in picked["silent"] + picked["clipped"] + picked["cut_off"] + picked["swapped"]:
+            (root / rel).symlink_to(real / rel)
+    for rel in picked["silent"]:  # the mic was off: the same take 60 dB down
+        _write(root / rel, sf.read(real / rel, dtype="float32")[0] * 1e-3)
+        planted["silent"].append(rel)
+    for rel in picked["clipped"]:  # recorded 18 dB too hot
+        wave = sf.read(real / rel, dtype="float32")[0]
+        _write(root / rel, np.clip(wave * 8 / max(np.abs(wave).max(), 1e-3), -1, 1))
+        planted["clipped"].append(rel)
+    for rel in picked["cut_off"]:  # the recording started in the middle of the word
+        wave = sf.read(real / rel, dtype="float32")[0]
+        energy = np.convolve(wave.astype(np.float64) ** 2, np.ones(1600), "same")
+        start = max(0, int(np.argmax(energy)) - 400)
+        _write(root / rel, np.pad(wave[start:], (0, start)))
+        planted["cut_off"].append(rel)
+    for rel in picked["duplicate_class"]:  # the same file filed under the other word too
+        label, name = rel.split("/")
+        copy = f"{'no' if label == 'yes' else 'yes'}/{name}"
+        if (root / copy).exists():
+            copy = f"{'no' if label == 'yes' else 'yes'}/dupclass{name}"
+        (root / copy).symlink_to(real / rel)
+        planted["duplicate_class"] += [rel, copy]
+    for n, rel in enumerate(picked["duplicate_split"]):  # the same file under a speaker of another split
+        label, name = rel.split("/")
+        split = sources.which_set(sources.group_id(name), 20, 20)
+        speaker = next(f"dup{n}x{k}" for k in range(1000)
+                       if sources.which_set(f"dup{n}x{k}", 20, 20) != split)
+        copy = f"{label}/{speaker}_nohash_0.wav"
+        (root / copy).symlink_to(real / rel)
+        planted["duplicate_split"] += [rel, copy]
+    for rel in picked["swapped"]:  # filed under the wrong word
+        label, name = rel.split("/")
+        wrong = f"{'no' if label == 'yes' else 'yes'}/{name}"
+        if (root / wrong).exists():
+            wrong = f"{'no' if label == 'yes' else 'yes'}/swapped{name}"
+        (root / wrong).symlink_to(real / rel)
+        planted["swapped"].append(wrong)
+    touched = {c for group in planted.values() for c in group} | set(chosen)
+    planted["untouched"] = [c for c in clips if c not in touched]
+    return planted
+
+
+@pytest.fixture(scope="module")
+def planted(real_data, tmp_path_factory) -> tuple[Path, dict[str, list[str]]]:
+    """-> (images dir rendered from the planted copy, the planted clips)."""
+    from preprocess.prepare import main
+
+    base = tmp_path_factory.mktemp("planted")
+    faults = plant_faults(real_data, base / "clips")
+    assert main(["--source", "folder", "--root", str(base / "clips"), "--out", str(base / "images"),
+                 "--val-pct", "20", "--test-pct", "20", "--workers", "2", "--quiet"]) == 0
+    return base / "images", faults
+
+
+def read_flags(out: Path) -> dict[str, list[str]]:
+    with open(out / "flags.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and list(rows[0]) == ["source", "png", "split", "label", "flags"]
+    return {row["source"]: row["flags"].split(";") for row in rows}
+
+
+EXPECTED = {"silent": ["silent"], "clipped": ["clipped"], "cut_off": ["cut_off"],
+            "duplicate_class": ["duplicate_audio"], "duplicate_split": ["duplicate_audio", "duplicate_image"]}
+
+
+@pytest.mark.slow
+def test_every_planted_fault_is_flagged_and_few_untouched_clips(planted, tmp_path, capsys):
+    images, faults = planted
+    out = tmp_path / "audit"
+    assert audit.main([str(images), "--out", str(out), "--quiet"]) == 0
+    found = read_flags(out)
+    for kind, expected in EXPECTED.items():
+        for source in faults[kind]:
+            assert set(expected) <= set(found.get(source, [])), f"{kind} {source}: flagged {found.get(source)}"
+    untouched = [s for s in faults["untouched"] if s in found]
+    share = len(untouched) / len(faults["untouched"])
+    print(f"untouched clips flagged: {len(untouched)} of {len(faults['untouched'])} ({share:.1%})")
+    assert share < 0.05, {s: found[s] for s in untouched}
+    # the summary table counts what flags.csv lists
+    page = (out / "index.html").read_text()
+    assert "specvision-audit" in page and "suspect_label" not in capsys.readouterr().out
+    with open(images / "manifest.csv", newline="") as handle:
+        manifest = list(csv.DictReader(handle))
+    assert f">{len(manifest)}<" in page
+
+
+@pytest.mark.slow
+def test_swapped_labels_rank_in_the_top_20_with_a_model(planted, tmp_path):
+    """A real model trained on the planted images; the train split is judged out of fold."""
+    from train.train import main as train_main
+
+    images, faults = planted
+    model_dir = tmp_path / "models" / "planted"
+    assert train_main(["--images", str(images), "--out", str(model_dir), "--epochs", "15", "--cache",
+                       "--no-progress"]) == 0
+    out = tmp_path / "audit"
+    assert audit.main([str(images), "--out", str(out), "--model", str(model_dir / "model.pt"),
+                       "--folds", "3", "--fold-epochs", "12", "--quiet"]) == 0
+    with open(out / "suspects.csv", newline="") as handle:
+        ranking = list(csv.DictReader(handle))
+    # the copies planted under the other word are wrong labels too (and flagged duplicate_audio):
+    # they may rank among the swapped clips, so the top 20 is counted without them
+    copies = set(faults["duplicate_class"])
+    ranked = [row["source"] for row in ranking if row["source"] not in copies]
+    print("swapped clips at ranks", sorted(ranked.index(s) + 1 for s in faults["swapped"] if s in ranked),
+          "of", len(ranked), "contradicted;", "with the wrong-class copies:",
+          sorted(int(row["rank"]) for row in ranking if row["source"] in faults["swapped"]))
+    missed = [s for s in faults["swapped"] if s not in ranked[:20]]
+    assert missed == [], f"swapped clips outside the top 20: {missed}; top 20: {ranked[:20]}"
+    found = read_flags(out)
+    assert all("suspect_label" in found.get(s, []) for s in faults["swapped"])
+    page = (out / "index.html").read_text()
+    assert "out-of-fold: 3 quick" in page and "never trained on this split" in page
+    assert {row["how"] for row in ranking} <= {"out-of-fold", "the model, out-of-sample"}
+
+
+# ---------------------------------------------------------------- the folder: links, paths, bad input
+
+@pytest.fixture(scope="module")
+def built_audit(planted, tmp_path_factory) -> Path:
+    """The audit of the planted copy, 24 tiles a page."""
+    images, _ = planted
+    out = tmp_path_factory.mktemp("audit_out") / "audit"
+    assert audit.main([str(images), "--out", str(out), "--page-size", "24", "--quiet"]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_audit_links_stay_inside_the_given_folders_and_no_machine_path_is_written(built_audit, planted):
+    images, _ = planted
+    audio_root = Path(json.loads((images / "render.json").read_text())["source"]["root"])
+    links = [p for p in built_audit.rglob("*") if p.is_symlink()]
+    assert len(links) == 2 * 815  # every PNG and every clip
+    for link in links:
+        target = os.readlink(link)
+        assert not os.path.isabs(target), f"{link}: absolute link {target}"
+        resolved = Path(os.path.normpath(link.parent / target))
+        assert resolved.is_relative_to(images) or resolved.is_relative_to(audio_root), resolved
+    machine = [b"/tmp", b"/work", b"file://", str(Path.home()).encode()]
+    for path in built_audit.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            assert not [m for m in machine if m in data], path
+    assert [p.name for p in built_audit.parent.iterdir()] == ["audit"]  # no temp folders left
+
+
+@pytest.mark.slow
+def test_audit_copy_mode_is_self_contained(planted, tmp_path):
+    images, _ = planted
+    out = tmp_path / "audit"
+    assert audit.main([str(images), "--out", str(out), "--copy", "--page-size", "500", "--quiet"]) == 0
+    assert not [p for p in out.rglob("*") if p.is_symlink()]
+    some = next((out / "img").rglob("*.png"))
+    assert some.read_bytes() == (images / some.relative_to(out / "img")).read_bytes()
+
+
+def test_audit_bad_inputs_name_the_file(tmp_path, capsys):
+    assert audit.main([str(tmp_path / "nope"), "--out", str(tmp_path / "a")]) == 2
+    assert "nope/render.json: not found" in capsys.readouterr().err
+    precious = tmp_path / "notes"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("keep")
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "render.json").write_text(json.dumps({"settings": SETTINGS.to_dict(), "source": {}}))
+    (images / "manifest.csv").write_text("source,sha256,split,label,png,status,reason\n")
+    assert audit.main([str(images), "--out", str(precious)]) == 2
+    assert "no rendered images" in capsys.readouterr().err
+    (images / "manifest.csv").write_text("source,sha256,split,label,png,status,reason\n"
+                                         "yes/a.wav,00,train,yes,train/yes/a.png,ok,\n")
+    assert audit.main([str(images), "--out", str(precious), "--quiet"]) == 2
+    assert "not written by this command" in capsys.readouterr().err
+    assert (precious / "thesis.txt").read_text() == "keep"
+    assert audit.main([str(images), "--out", str(tmp_path / "a"), "--model", str(tmp_path / "m.pt")]) == 2
+    assert "m.pt: no such model file" in capsys.readouterr().err
+
+
+def test_audit_of_an_old_manifest_decodes_the_clips_once(tmp_path):
+    """A manifest without the flag columns (older preprocess): the audit computes them itself."""
+    from preprocess.prepare import main
+
+    clips = tmp_path / "clips"
+    _write(clips / "yes" / "a_nohash_0.wav", word())
+    _write(clips / "yes" / "b_nohash_0.wav", word(at=-0.1))
+    _write(clips / "no" / "c_nohash_0.wav", np.clip(word(seed=2) * 8, -1, 1))
+    assert main(["--source", "folder", "--root", str(clips), "--out", str(tmp_path / "images"),
+                 "--workers", "1", "--quiet", "--val-pct", "0", "--test-pct", "0"]) == 0
+    manifest = tmp_path / "images" / "manifest.csv"
+    with open(manifest, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    new = {row["source"]: row["flags"] for row in rows}
+    with open(manifest, "w", newline="") as handle:
+        old_columns = ["source", "sha256", "split", "label", "png", "status", "reason"]
+        writer = csv.DictWriter(handle, old_columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    assert audit.main([str(tmp_path / "images"), "--out", str(tmp_path / "audit"), "--quiet"]) == 0
+    assert {s: ";".join(f) for s, f in read_flags(tmp_path / "audit").items()} == \
+        {s: f for s, f in new.items() if f} == {"yes/b_nohash_0.wav": "cut_off", "no/c_nohash_0.wav": "clipped"}
+    assert "decoded here" in (tmp_path / "audit" / "index.html").read_text()
+
+
+def test_rerun_keeps_the_flags_of_skipped_clips(tmp_path, capsys):
+    from preprocess.prepare import main
+
+    clips = tmp_path / "clips"
+    _write(clips / "yes" / "a_nohash_0.wav", word(at=-0.1))
+    _write(clips / "no" / "c_nohash_0.wav", word(seed=2))
+    args = ["--source", "folder", "--root", str(clips), "--out", str(tmp_path / "images"), "--workers", "1",
+            "--quiet", "--val-pct", "0", "--test-pct", "0"]
+    assert main(args) == 0
+    first = (tmp_path / "images" / "manifest.csv").read_text()
+    assert "cut_off" in first
+    assert main(args) == 0
+    assert "rendered 0, up to date 2" in capsys.readouterr().out
+    assert (tmp_path / "images" / "manifest.csv").read_text() == first
+    (tmp_path / "images" / "manifest.csv").unlink()  # a killed run: the PNGs' metadata still has them
+    assert main(args) == 0
+    assert "rendered 0, up to date 2" in capsys.readouterr().out
+    assert (tmp_path / "images" / "manifest.csv").read_text() == first
+
+
+# ---------------------------------------------------------------- the page in headless Chromium
+
+# what a gallery page shows: every tile's name and flags, and the filter links
+TILES_JS = """
+(() => ({
+  tiles: Array.from(document.querySelectorAll("#gallery figure")).map(
+    f => [f.querySelector("figcaption b").textContent, f.dataset.flags]),
+  filters: Array.from(document.querySelectorAll("nav.filters a")).map(a => [a.textContent, a.href]),
+  title: document.title,
+}))()
+"""
+
+
+@pytest.mark.slow
+def test_audit_in_headless_chromium(built_audit, tmp_path):
+    """Every image and clip of a gallery page loads, no console error; filters and pager change what
+    is shown; the summary table's links lead to the galleries."""
+    from test_report import CHECK_PAGE_JS, CHROMIUM, Chromium
+
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    browser = Chromium(CHROMIUM, tmp_path / "profile")
+    try:
+        target = browser.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Page", "Runtime", "Log"):
+            browser.call(f"{domain}.enable", session=session)
+
+        def evaluate(expression, **options):
+            reply = browser.call("Runtime.evaluate", {"expression": expression, "returnByValue": True,
+                                                      **options}, session=session)
+            return reply["result"].get("value")
+
+        def load(action):
+            browser.events[:] = [e for e in browser.events if e["method"] != "Page.loadEventFired"]
+            action()
+            browser.wait_for("Page.loadEventFired")
+
+        load(lambda: browser.call("Page.navigate", {"url": (built_audit / "index.html").as_uri()},
+                                  session=session))
+        summary = evaluate("Array.from(document.querySelectorAll('#summary-table a'))"
+                           ".map(a => a.getAttribute('href'))")
+        assert summary and all((built_audit / href).is_file() for href in summary)
+        # the "images" cell of the first class row: its whole gallery
+        load(lambda: evaluate("document.querySelector('#summary-table tbody tr td:nth-child(3) a').click()"))
+        first = evaluate(TILES_JS)
+        assert len(first["tiles"]) == 24
+        page = evaluate(CHECK_PAGE_JS, awaitPromise=True)
+        broken = [src for src, width, _ in page["images"] if width == 0]
+        assert len(page["images"]) == 24 and broken == [], broken
+        silent = [src for src, duration in page["audio"] if not duration or duration != duration]
+        assert len(page["audio"]) == 24 and silent == [], silent
+        # suspicious first: the flagged tiles lead the page
+        flagged = [bool(flags_) for _, flags_ in first["tiles"]]
+        assert flagged == sorted(flagged, reverse=True) and flagged[0]
+        # a filter shows only its clips
+        name, href = next((text, link) for text, link in first["filters"] if text.startswith("cut_off"))
+        load(lambda: evaluate(f"Array.from(document.querySelectorAll('nav.filters a'))"
+                              f".find(a => a.textContent === {json.dumps(name)}).click()"))
+        filtered = evaluate(TILES_JS)
+        assert filtered["tiles"] and all("cut_off" in f.split() for _, f in filtered["tiles"])
+        assert len(filtered["tiles"]) == int(name.split("(")[1].rstrip(")")) < len(first["tiles"])
+        # back to everything, next page: other tiles
+        load(lambda: evaluate("Array.from(document.querySelectorAll('nav.filters a'))"
+                              ".find(a => a.textContent.startsWith('all')).click()"))
+        load(lambda: evaluate("document.querySelector('a[rel=next]').click()"))
+        second = evaluate(TILES_JS)
+        assert second["tiles"] and set(map(tuple, second["tiles"])).isdisjoint(map(tuple, first["tiles"]))
+        time.sleep(0.5)
+        evaluate("1")
+    finally:
+        browser.close()
+    errors = [e for e in browser.events
+              if (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
+              or e["method"] == "Runtime.exceptionThrown"
+              or (e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
+    assert errors == [], errors

@@ -1,0 +1,164 @@
+"""Which clips does a model contradict? The label check of `python -m preprocess.audit --model`.
+
+val and test clips are judged by the given model: it never trained on them. Train clips are judged
+out of fold: the train split's speakers are cut into K folds, and for each fold a quick model (the
+checkpoint's architecture, `python -m train`'s recipe, a few epochs) is trained on the other folds
+plus the test split, picks its epoch on val, and judges this fold: no clip is judged by a model that
+memorised its (possibly wrong) label.
+With folds=0 the given model judges the train split too, and the page says so.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from preprocess.audit import AuditError, Dataset
+from preprocess.render import image_to_tensor
+from preprocess.sources import group_id
+from train.checkpoint import CheckpointError, load_model
+from train.data import load_png
+
+BATCH_SIZE = 128
+FOLD_SALT = b"specvision-audit-folds:"
+
+
+def probabilities(model: torch.nn.Module, channels: int, paths: list[Path], device: torch.device,
+                  progress: bool = False, desc: str = "predict") -> np.ndarray:
+    """Softmax of the model for each PNG (N x classes), in the order given."""
+    out = []
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(paths), BATCH_SIZE), desc=desc, unit="batch", leave=False,
+                          disable=not progress or len(paths) < 4 * BATCH_SIZE):
+            batch = torch.stack([image_to_tensor(load_png(str(p), channels), channels)
+                                 for p in paths[start:start + BATCH_SIZE]])
+            out.append(model(batch.to(device)).float().softmax(1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def fold_of(source: str, folds: int) -> int:
+    """Fold of a clip by its speaker, so one speaker's clips never judge each other."""
+    digest = hashlib.sha256(FOLD_SALT + group_id(Path(source).name).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % folds
+
+
+def _link_images(root: Path, split: str, rows: list[dict], images: Path) -> None:
+    for row in rows:
+        dest = root / split / row["label"] / Path(row["png"]).name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.abspath(images / row["png"]), dest)
+
+
+def train_fold(data: Dataset, train_rows: list[dict], held_rows: list[dict], val_rows: list[dict],
+               arch: str, epochs: int, seed: int, work: Path) -> Path:
+    """A quick model trained on `train_rows`, its epoch picked on `val_rows` (or, without a val split,
+    on `held_rows`), in a temp images folder of links; -> its model.pt."""
+    from train.train import main as train_main
+
+    images = work / "images"
+    _link_images(images, "train", train_rows, data.images)
+    _link_images(images, "val", val_rows or held_rows, data.images)
+    _link_images(images, "test", held_rows, data.images)
+    shutil.copyfile(data.images / "render.json", images / "render.json")
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        code = train_main(["--images", str(images), "--out", str(work / "model"), "--arch", arch,
+                           "--epochs", str(epochs), "--patience", str(epochs), "--seed", str(seed),
+                           "--cache", "--no-progress"])
+    if code != 0:
+        raise RuntimeError(log.getvalue().strip().splitlines()[-1] if log.getvalue().strip() else f"exit {code}")
+    return work / "model" / "model.pt"
+
+
+def label_check(model_path: Path, data: Dataset, folds: int, epochs: int, threshold: float, seed: int,
+                progress: bool) -> tuple[dict[int, dict], dict]:
+    """-> ({row index: {"predicted", "confidence", "how"}} for every clip whose label the judging model
+    contradicts, page info: which predictions judged which split, counts, notes)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        model, ckpt, settings = load_model(model_path, device)
+    except CheckpointError as err:
+        raise AuditError(str(err)) from None
+    if settings.digest() != data.settings.digest():
+        raise AuditError(f"{model_path}: trained on images rendered with other settings than "
+                         f"{data.images / 'render.json'}; its predictions would mean nothing here")
+    classes, channels = list(ckpt["classes"]), int(ckpt["input_size"][0])
+    notes = []
+    unknown = sorted({r["label"] for r in data.rows} - set(classes))
+    if unknown:
+        notes.append(f"classes {unknown} are not classes of the model: their clips are not judged.")
+    by_split = {s: [i for i, r in enumerate(data.rows) if r["split"] == s and r["label"] in classes]
+                for s in ("train", "val", "test")}
+    probs: dict[int, np.ndarray] = {}
+    how: dict[int, str] = {}
+
+    def judge(indices: list[int], net, name: str, desc: str) -> None:
+        result = probabilities(net, channels, [data.images / data.rows[i]["png"] for i in indices], device,
+                               progress, desc)
+        for i, p in zip(indices, result):
+            probs[i], how[i] = p, name
+
+    model_name = f"{Path(model_path).parent.name}/{Path(model_path).name}"
+    split_how = {}
+    for split in ("val", "test"):
+        judge(by_split[split], model, "the model, out-of-sample", f"predict {split}")
+        split_how[split] = f"{model_name} (never trained on this split)"
+    train = by_split["train"]
+    if train and folds >= 2:
+        # each quick model learns from the other folds plus the test split (more data, better judges;
+        # the given model alone judges test), and picks its epoch on val
+        val_rows = [data.rows[i] for i in by_split["val"]]
+        extra = [data.rows[i] for i in by_split["test"]]
+        fold = {i: fold_of(data.rows[i]["source"], folds) for i in train}
+        failed = []
+        for k in tqdm(range(folds), desc=f"out-of-fold models ({epochs} epochs each)", unit="fold",
+                      disable=not progress):
+            held = [i for i in train if fold[i] == k]
+            rest = [data.rows[i] for i in train if fold[i] != k] + extra
+            if not held:
+                continue
+            with tempfile.TemporaryDirectory(prefix="specvision-fold-") as work:
+                try:
+                    fold_model = train_fold(data, rest, [data.rows[i] for i in held], val_rows, ckpt["arch"],
+                                            epochs, seed + k, Path(work))
+                    net, _, _ = load_model(fold_model, device)
+                except (RuntimeError, CheckpointError) as err:
+                    failed.append(k)
+                    notes.append(f"fold {k + 1} of {folds}: quick training failed ({err}); its clips were "
+                                 f"judged by the model itself, which has seen them.")
+                    judge(held, model, "the model, in-sample", f"predict fold {k + 1}")
+                    continue
+                judge(held, net, "out-of-fold", f"predict fold {k + 1}")
+        split_how["train"] = (f"out-of-fold: {folds} quick {ckpt['arch']} models ({epochs} epochs each), each "
+                              f"trained on the test split and the train split without one fold of its "
+                              f"speakers" + (f"; fold(s) {[k + 1 for k in failed]} in-sample" if failed else ""))
+    elif train:
+        judge(train, model, "the model, in-sample", "predict train")
+        split_how["train"] = (f"{model_name}, in-sample: it was trained on these clips, so a memorised wrong "
+                              f"label can go unnoticed (use --folds K)")
+    suspects = contradictions(probs, how, [r["label"] for r in data.rows], classes)
+    info = {"name": model_name, "arch": ckpt["arch"], "threshold": threshold, "notes": notes,
+            "splits": [{"split": s, "how": split_how[s], "judged": len(by_split[s]),
+                        "suspects": sum(1 for i in by_split[s] if i in suspects
+                                        and suspects[i]["confidence"] >= threshold)}
+                       for s in ("train", "val", "test") if by_split[s]]}
+    return suspects, info
+
+
+def contradictions(probs: dict[int, np.ndarray], how: dict[int, str], labels: list[str],
+                   classes: list[str]) -> dict[int, dict]:
+    """{row: {"predicted", "confidence", "how"}} for each judged clip whose most likely class is not its label."""
+    suspects = {}
+    for i, p in probs.items():
+        best = int(np.argmax(p))
+        if classes[best] != labels[i]:
+            suspects[i] = {"predicted": classes[best], "confidence": float(p[best]), "how": how[i]}
+    return suspects
