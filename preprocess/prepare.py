@@ -352,12 +352,13 @@ def read_and_hash(path: str) -> tuple[bytes | None, str]:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as err:
         raise AudioError(f"{path}: cannot read file ({err.strerror or err})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "a device")
+        raise AudioError(f"{path}: not a regular file ({kind}); not an audio clip")
     with os.fdopen(fd, "rb") as handle:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
-                    else "a socket" if stat.S_ISSOCK(mode) else "a device")
-            raise AudioError(f"{path}: not a regular file ({kind}); not an audio clip")
         try:
             if os.fstat(fd).st_size <= READ_ONCE_BYTES:
                 data = handle.read()

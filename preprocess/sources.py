@@ -72,10 +72,10 @@ def _entries(folder: Path) -> list[Path]:
 
 
 def _audio_files(folder: Path) -> list[Path]:
-    """Audio files in a class folder; a dangling link is kept so that the run reports it."""
+    """Every entry named like a clip: dangling links, FIFOs and folders too, so that the run reports
+    them as failed (named, with the reason) instead of skipping them silently."""
     return [p for p in _entries(folder)
-            if p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")
-            and (p.is_file() or (p.is_symlink() and not p.exists()))]
+            if p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")]
 
 
 def _class_dirs(folder: Path, words: list[str] | None) -> list[Path]:

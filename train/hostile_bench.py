@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog="\n".join(__doc__.split("\n")[2:]))
     parser.add_argument("--minutes", type=float, default=30.0, help="length of the long recording")
     parser.add_argument("--work", type=Path, help="keep the inputs here (default: a temp folder)")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed per command")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="specvision-hostile-") as tmp:
         work = args.work or Path(tmp)
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         write_clip(work / "short" / "yes" / "clip.wav", BASELINE_RATE)
         results: dict = {"minutes": args.minutes, "long_wav_mb": round(long_wav.stat().st_size / 2**20, 1)}
 
-        def measure(name, module, command, timeout=600.0):
+        def measure(name, module, command, timeout=args.timeout):
             start = time.perf_counter()
             code, mb, _, _ = peak_rss_mb(module, command, timeout)
             results[name] = {"peak_mb": round(mb, 1), "exit": code, "seconds": round(time.perf_counter() - start, 1)}
