@@ -131,6 +131,7 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow  # several fresh processes that import torch
 def test_worker_killed_with_sigkill_does_not_hang_the_run(slow_root, tmp_path):
     out = tmp_path / "images"
     process = subprocess.Popen([PYTHON, "-m", "preprocess", "--source", "folder", "--root", str(slow_root),
@@ -165,6 +166,7 @@ def test_awkward_rates_resample_in_bounded_time(rate):
     assert out.dtype == np.float32 and abs(len(out) - 16000) <= 1 and np.isfinite(out).all()
 
 
+@pytest.mark.slow  # several fresh processes that import torch
 def test_awkward_rates_cost_no_more_memory_than_16_khz(model, tmp_path):
     awkward = [tmp_path / f"clip_{rate}.wav" for rate in (4001, 8001, 44101, 96001)]
     for path, rate in zip(awkward, (4001, 8001, 44101, 96001)):
@@ -190,6 +192,7 @@ def long_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow  # several fresh processes that import torch
 def test_long_recording_preprocess_worker_memory_is_bounded(long_root, tmp_path):
     flags = ["--source", "folder", "--workers", "1", "--quiet", "--val-pct", "0", "--test-pct", "0"]
     code, base, _, _ = peak_rss_mb("preprocess", [*flags, "--root", str(long_root / "short"),
@@ -202,6 +205,7 @@ def test_long_recording_preprocess_worker_memory_is_bounded(long_root, tmp_path)
     assert peak - base < 60, f"{peak:.0f} MB vs {base:.0f} MB for a 1 s clip"
 
 
+@pytest.mark.slow  # several fresh processes that import torch
 def test_long_recording_predict_scan_memory_is_bounded(model, long_root):
     code, base, _, _ = peak_rss_mb("train.predict", ["--model", str(model),
                                                      str(long_root / "short" / "yes" / "s0_nohash_0.wav")], TIMEOUT)
