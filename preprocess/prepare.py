@@ -122,9 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_workers_flag(run)
     run.add_argument("--force", action="store_true",
                      help="delete OUT's images and rebuild, even if OUT was rendered with other settings")
-    run.add_argument("--max-seconds", type=float, default=MAX_AUDIO_SECONDS, metavar="S",
-                     help="refuse a clip whose header declares more audio than this, before decoding it "
-                          "(default: %(default)g)")
+    cli.add_max_seconds_flag(run, MAX_AUDIO_SECONDS)
     run.add_argument("--clip-timeout", type=float, default=CLIP_TIMEOUT, metavar="S",
                      help="with --workers > 1: a clip that takes longer is stopped and recorded as failed "
                           "(default: %(default)g)")
