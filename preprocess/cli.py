@@ -88,6 +88,13 @@ def add_workers_flag(parser: argparse.ArgumentParser, what: str = "parallel proc
                         help=f"{what} (default: all cores, %(default)s)")
 
 
+def add_max_seconds_flag(parser: argparse.ArgumentParser, default: float) -> None:
+    """--max-seconds S: audio whose header declares more is refused before decoding (args.max_seconds)."""
+    parser.add_argument("--max-seconds", type=float, default=default, metavar="S",
+                        help="refuse audio whose header declares more than this many seconds, before "
+                             "decoding it (default: %(default)g)")
+
+
 def check_workers(workers: int) -> None:
     if workers < 1:
         raise SpecVisionError("--workers must be at least 1")

@@ -11,9 +11,8 @@ decoded, and so are a wrong size or mode when the caller knows what to expect.
 from __future__ import annotations
 
 import os
-import warnings
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from preprocess.cli import SpecVisionError
 
@@ -32,15 +31,13 @@ def open_png(path: str | os.PathLike, size: tuple[int, int] | None = None,
              modes: tuple[str, ...] | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """Open `path` lazily (header only) and check format, pixel count, (width, height) and mode."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we check the size below
-            image = Image.open(path)
+        # the PNG plugin itself, not Image.open: it parses the header without Pillow's own bomb check,
+        # whose error would not say how large the image is (the size is checked just below)
+        image = PngImagePlugin.PngImageFile(os.fspath(path))
     except READ_ERRORS as err:
         raise ImageError(f"{path}: cannot read PNG ({_reason(err)})") from None
     try:
         width, height = image.size
-        if image.format != "PNG":
-            raise ImageError(f"{path}: not a PNG ({image.format or 'unknown format'})")
         if width * height > max_pixels:
             raise ImageError(f"{path}: image is {width}x{height} pixels, more than the limit of "
                              f"{max_pixels} (a decompression bomb or not a spectrogram); not decoded")

@@ -134,9 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_workers_flag(run)
     run.add_argument("--force", action="store_true",
                      help="delete OUT's images and rebuild, even if OUT was rendered with other settings")
-    run.add_argument("--max-seconds", type=float, default=MAX_AUDIO_SECONDS, metavar="S",
-                     help="refuse a clip whose header declares more audio than this, before decoding it "
-                          "(default: %(default)g)")
+    cli.add_max_seconds_flag(run, MAX_AUDIO_SECONDS)
     run.add_argument("--clip-timeout", type=float, default=CLIP_TIMEOUT, metavar="S",
                      help="with --workers > 1: a clip that takes longer is stopped and recorded as failed "
                           "(default: %(default)g)")
@@ -428,12 +426,13 @@ def read_and_hash(path: str) -> tuple[bytes | None, str]:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as err:
         raise AudioError(f"{path}: cannot read file ({err.strerror or err})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "a device")
+        raise AudioError(f"{path}: not a regular file ({kind}); not an audio clip")
     with os.fdopen(fd, "rb") as handle:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
-                    else "a socket" if stat.S_ISSOCK(mode) else "a device")
-            raise AudioError(f"{path}: not a regular file ({kind}); not an audio clip")
         try:
             if os.fstat(fd).st_size <= READ_ONCE_BYTES:
                 data = handle.read()

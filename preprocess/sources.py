@@ -73,16 +73,16 @@ def _entries(folder: Path) -> list[Path]:
 
 
 def _audio_files(folder: Path) -> list[Path]:
-    """Audio files in a class folder; a dangling link is kept so that the run reports it.
+    """Every entry named like a clip: dangling links, FIFOs and folders too, so that the run reports
+    them as failed (named, with the reason) instead of skipping them silently.
 
-    os.scandir: its entries know their type without a stat per file (100k clips: seconds saved).
+    os.scandir, not a Path per entry: 100k clips list in a fraction of the time.
     """
     try:
         with os.scandir(folder) as entries:
             names = sorted(e.name for e in entries
                            if os.path.splitext(e.name)[1].lower() in AUDIO_EXTENSIONS
-                           and not e.name.startswith(".")
-                           and (e.is_file() or (e.is_symlink() and not os.path.exists(e.path))))
+                           and not e.name.startswith("."))
     except OSError as err:
         raise SourceError(f"{folder}: cannot list the folder ({err.strerror or err})") from None
     return [folder / name for name in names]

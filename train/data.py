@@ -128,8 +128,8 @@ class SpectrogramFolder(ImageFolder):
         try:
             with open_png(path) as image:
                 width, height = image.size
-        except ImageError as err:
-            raise DataError(str(err)) from None
+        except ImageError:
+            return  # named (or skipped) by _drop_bad_images with the other unusable files
         if (height, width) != self.image_size:
             raise DataError(f"{path}: image is {height}x{width} (HxW) but render.json settings give "
                             f"{self.image_size[0]}x{self.image_size[1]}; re-render or use matching images")

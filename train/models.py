@@ -6,7 +6,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from preprocess.cli import SpecVisionError
@@ -109,6 +108,7 @@ class TorchvisionNet(nn.Module):
         if input_size[0] not in (1, 3):
             raise ValueError(f"{name} takes 1- or 3-channel images, got {input_size[0]} channels")
         self.name = name
+        import torchvision  # here, not at the top: it adds ~170 MB RSS to every predict and preprocess
         self.net = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
         self.register_buffer("mean", torch.tensor(self.IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(self.IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -149,6 +149,7 @@ def load_pretrained(model: nn.Module, arch: str, source: str) -> int:
         torchvision_archs = sorted(a for a, f in ARCHITECTURES.items() if isinstance(f, functools.partial))
         raise PretrainedError(f"--pretrained works with the torchvision archs {torchvision_archs}, not {arch!r}")
     if source == "imagenet":
+        import torchvision
         weights = torchvision.models.get_model_weights(model.name).DEFAULT
         try:
             state = weights.get_state_dict(progress=False, check_hash=True)

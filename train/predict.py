@@ -452,9 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot", type=Path, metavar="PNG",
                         help="long recordings: draw waveform, detections and confidence over time to this "
                              "file")
-    parser.add_argument("--max-seconds", type=float, default=MAX_AUDIO_SECONDS, metavar="S",
-                        help="refuse a recording whose header declares more audio than this, before "
-                             "decoding it (default: %(default)g)")
+    cli.add_max_seconds_flag(parser, MAX_AUDIO_SECONDS)
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
                         help="images per forward pass (default %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")

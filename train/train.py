@@ -323,8 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "ImageFolder). Picks the best epoch on val (early stopping), scores it on test and "
                     "writes OUT/model.pt, metrics.json, curves.png, confusion.png. Under `torchrun "
                     "--nproc-per-node N` it trains with DistributedDataParallel (NCCL on GPUs, gloo on CPU).",
-        epilog="Exit status: 0 on success, 1 for bad input (message names the file), 2 for bad options, "
-               "130 when interrupted (continue with --resume).")
+        epilog="Exit status: 0 on success, 1 when --skip-bad-images left images out, 2 for bad options or "
+               "unusable images (the message names the file), 130 when interrupted (continue with --resume).")
     parser.add_argument("--images", required=True, help="folder written by `python -m preprocess` "
                         "(train/, val/, test/ and render.json)")
     parser.add_argument("--out", required=True, help="output folder, e.g. models/NAME")
