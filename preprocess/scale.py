@@ -88,7 +88,10 @@ def tree_pss_mb(root: int) -> float:
 
 
 def run_stage(name: str, argv: list[str], log_dir: Path) -> dict:
-    """Run one command to the end: {"seconds", "peak_rss_mb", "peak_pss_total_mb", "log"}."""
+    """Run one command to the end: {"seconds", "cpu_s", "peak_rss_mb", "peak_pss_total_mb", "log"}.
+
+    cpu_s (user + system time of the whole tree) is the figure to compare on a busy machine: wall
+    time there mostly measures what the other programs take."""
     log = log_dir / f"{name}.log"
     start = time.perf_counter()
     with open(log, "w") as handle:
@@ -116,8 +119,8 @@ def run_stage(name: str, argv: list[str], log_dir: Path) -> dict:
     if proc.returncode != 0:
         raise ScaleError(f"stage {name} failed (exit {proc.returncode}): {' '.join(argv)}\n"
                          f"--- end of {log}:\n{text[-LOG_TAIL:]}")
-    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024, "peak_pss_total_mb": peak_pss[0],
-            "log": text}
+    return {"seconds": seconds, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024,
+            "peak_pss_total_mb": peak_pss[0], "log": text}
 
 
 # ---------------------------------------------------------------- the stages
@@ -150,7 +153,8 @@ def standin_words() -> list[str]:
     return json.loads(text.stdout)
 
 
-def measure_size(size: int, args: argparse.Namespace) -> dict:
+def measure_size(size: int, args: argparse.Namespace, last_model: list[Path]) -> dict:
+    """Every stage at one size. `last_model`: models trained so far in this run (appended to)."""
     words = args.words
     per_word = max(1, round(size / len(words)))
     add_per_word = max(1, round(args.add / len(words)))
@@ -175,9 +179,10 @@ def measure_size(size: int, args: argparse.Namespace) -> dict:
         print(f"[{size}] {key}: {' '.join(argv[1:])}", flush=True)
         measured = run_stage(key, argv, logs)
         result[f"{key}_s"] = round(measured["seconds"], 2)
+        result[f"{key}_cpu_s"] = round(measured["cpu_s"], 2)
         result[f"{key}_peak_rss_mb"] = round(measured["peak_rss_mb"], 1)
         result[f"{key}_peak_pss_total_mb"] = round(measured["peak_pss_total_mb"], 1)
-        print(f"[{size}] {key}: {measured['seconds']:.1f} s, peak RSS {measured['peak_rss_mb']:.0f} MB "
+        print(f"[{size}] {key}: {measured['seconds']:.1f} s ({measured['cpu_s']:.1f} s CPU), peak RSS {measured['peak_rss_mb']:.0f} MB "
               f"(largest process), {measured['peak_pss_total_mb']:.0f} MB PSS (all processes)", flush=True)
         return measured
 
@@ -225,9 +230,10 @@ def measure_size(size: int, args: argparse.Namespace) -> dict:
             stage(key, train + ["--out", model] + extra)
             metrics = json.loads((model / "metrics.json").read_text())
             result[f"{key}_img_per_s"] = round(metrics["train_images_per_s"], 1)
-    elif args.model is not None:  # inference stages with a model trained elsewhere (same classes)
-        model_dir = args.model.parent
-        result["model"] = str(args.model)
+        last_model.append(model_dir)
+    elif args.model is not None or last_model:  # inference stages with a model trained on another size
+        model_dir = args.model.parent if args.model is not None else last_model[-1]
+        result["model"] = str(model_dir / "model.pt")
     else:
         return result
     model_file = model_dir / "model.pt"
@@ -313,7 +319,8 @@ def measure_noop_probe(size: int, args: argparse.Namespace) -> dict:
     counts = parse_counts(measured["log"])
     if counts["rendered"] or counts["failed"] or counts["up_to_date"] != result["clips"]:
         raise ScaleError(f"the no-op probe was not a no-op: {counts}")
-    result.update(rerun_s=round(measured["seconds"], 2), rerun_inner_s=counts["seconds"],
+    result.update(rerun_s=round(measured["seconds"], 2), rerun_cpu_s=round(measured["cpu_s"], 2),
+                  rerun_inner_s=counts["seconds"],
                   rerun_peak_rss_mb=round(measured["peak_rss_mb"], 1),
                   manifest_mb=round((work / "images" / "manifest.csv").stat().st_size / 2 ** 20, 2))
     print(f"[noop-{size}] {json.dumps(result)}", flush=True)
@@ -394,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="stand-in and training seed (default: 0)")
     parser.add_argument("--train-sizes", type=int, nargs="*", metavar="N",
                         help="time training only at these sizes (default: every size); at the others "
-                             "evaluate/predict/report use --model, or are left out")
+                             "evaluate/predict/report use --model, else the model of the last size trained "
+                             "in this run, else they are left out")
     parser.add_argument("--model", type=Path, metavar="MODEL_PT",
                         help="a model.pt trained on the same words and render settings, for the inference "
                              "stages at sizes not in --train-sizes (e.g. DIR/1000/model/model.pt)")
@@ -418,10 +426,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --words: not Speech Commands v0.02 words: {unknown}", file=sys.stderr)
         return 2
     results: dict[str, dict] = {}
-    failed = False
+    failed, trained = False, []
     for size in args.sizes:
         try:
-            results[str(size)] = measure_size(size, args)
+            results[str(size)] = measure_size(size, args, trained)
             print(f"[{size}] {json.dumps(results[str(size)])}", flush=True)
         except ScaleError as err:
             print(f"error: size {size}: {err}", file=sys.stderr)
