@@ -6,8 +6,8 @@
 Reads what `python -m preprocess` wrote (render.json, manifest.csv, the PNGs) and the source clips
 under render.json's audio root. Writes a static folder: index.html (a summary table of flags per
 split and class, each count a link), pages/ (paged galleries per split, class and flag: each tile
-the PNG, its name, label, split, flags and an audio player), flags.csv (one row per flagged clip)
-and style.css. Images and clips are relative symbolic links into the images folder and the audio
+the PNG, its name, label, split, flags and an audio player), flags.csv (one row per flagged clip),
+with --model suspects.csv (every clip the model contradicts, most confident first) and style.css. Images and clips are relative symbolic links into the images folder and the audio
 root (`--copy`: copies), every URL relative: no server, no absolute path of this machine.
 
 Flags: silent, clipped, cut_off and short come from manifest.csv (computed by preprocess while it
@@ -48,7 +48,7 @@ RANKED_ON_INDEX = 12         # most confident label contradictions shown on the 
 SUSPECT_CONFIDENCE = 0.8     # model confidence in another class that makes a clip suspect_label
 DUPLICATE_COSINE = 0.995     # image sketches this similar are near-duplicates (distinct real clips: < 0.992)
 SKETCH_CHUNK = 2048          # rows per block of the cross-split similarity product (bounds memory)
-FOLDS, FOLD_EPOCHS = 5, 8    # out-of-fold quick training over the train split (--folds, --fold-epochs)
+FOLDS, FOLD_EPOCHS = 5, 12   # out-of-fold quick training over the train split (--folds, --fold-epochs)
 GENERATOR = "specvision-audit"  # marks an OUT folder this command may replace
 TEMPLATES = Path(__file__).with_name("templates")
 AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".mp3": "audio/mpeg"}
@@ -472,7 +472,11 @@ def _is_audit(folder: Path) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m preprocess.audit", description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+        prog="python -m preprocess.audit",
+        description="Write a static page to look at every spectrogram PNG and listen to its clip, the "
+                    "suspicious first: flags (silent, clipped, cut_off, short, duplicate_audio, "
+                    "duplicate_image, and with --model suspect_label) per split and class, paged "
+                    "galleries, OUT/flags.csv.",
         epilog="Open OUT/index.html in any browser. Exit status: 0 written, 1 written but some PNGs or "
                "clips were missing, 2 could not start (bad images folder, model or options).")
     parser.add_argument("images", type=Path, help="folder written by `python -m preprocess` (render.json, "
@@ -483,9 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="models/NAME/model.pt: flag clips whose label it contradicts with confidence "
                              "(suspect_label), ranked")
     parser.add_argument("--folds", type=int, default=FOLDS, metavar="K",
-                        help="with --model: judge the train split by K quick models each trained without "
-                             "one fold of speakers (out-of-fold); 0: by the model itself, which has seen "
-                             "those clips (default: %(default)s). val and test are judged by the model.")
+                        help="with --model: judge the train split out of fold, by K quick models of the "
+                             "model's architecture, each trained on the test split and the train split "
+                             "without one fold of speakers; 0: by the model itself, which has seen those "
+                             "clips (default: %(default)s). val and test are judged by the model.")
     parser.add_argument("--fold-epochs", type=int, default=FOLD_EPOCHS, metavar="N",
                         help="epochs of each out-of-fold model (default: %(default)s)")
     parser.add_argument("--confidence", type=float, default=SUSPECT_CONFIDENCE, metavar="P",
