@@ -188,6 +188,12 @@ def test_synth_writes_an_unknown_class_that_preprocess_samples(tmp_path):
                          "--test-pct", "0", "--out", str(images), "--workers", "1", "--quiet"]) == 0
     labels = collections.Counter(r["label"] for r in rows(images))
     assert labels == {"yes": 12, "no": 12, "unknown": 14, "silence": 10}  # 30 % and 20 % of 48
+    # the same inputs and seed pick the same clips and crops, whatever the output folder
+    again = tmp_path / "again"
+    assert prepare.main(["--source", "folder", "--root", str(out), "--words", "yes", "no", "--unknown-pct",
+                         "30", "--silence-pct", "20", "--digital-silence-pct", "100", "--val-pct", "0",
+                         "--test-pct", "0", "--out", str(again), "--workers", "1", "--quiet"]) == 0
+    assert {(r["png"], r["sha256"]) for r in rows(again)} == {(r["png"], r["sha256"]) for r in rows(images)}
 
 
 # ---------------------------------------------------------------- training: class balance
