@@ -40,6 +40,7 @@ FRAME_HOP_S = 0.010
 FLOOR_SPAN_S = 1.0            # noise floors are measured over this much audio before and after a frame
 FLOOR_PERCENTILE = 10.0       # ... as this low percentile of frame levels (robust to the word itself)
 FLOOR_STEP = 5                # frames between floor estimates
+FLOOR_ROWS = 2048             # floor estimates computed at a time (each copies FLOOR_SPAN_S of levels)
 MIN_FLOOR_FRAMES = 10         # fewer audible frames than this on a side: that side is silence
 ACTIVITY_MARGIN_DB = 10.0     # a frame is "active" this far above the local floor ...
 GATE_WITH_SILENCE_DB = 0.0    # models with a 'silence' class: no gate. Measured (docs/benchmarks.md,
@@ -212,8 +213,11 @@ def active_frames(levels_db: np.ndarray, margin_db: float = ACTIVITY_MARGIN_DB) 
     padded = np.concatenate([np.full(span, np.nan), audible, np.full(span, np.nan)])
     views = np.lib.stride_tricks.sliding_window_view(padded, span)  # views[k] = padded[k:k + span]
     at = np.arange(0, n, FLOOR_STEP)
-    before, after = views[at + 1], views[at + span]  # frames (i - span, i] and [i, i + span)
-    floor = np.maximum(_low_percentile(before), _low_percentile(after))
+    floor = np.empty(len(at))
+    for lo in range(0, len(at), FLOOR_ROWS):  # rows of `span` copies each: in pieces, memory stays flat
+        rows = at[lo:lo + FLOOR_ROWS]
+        before, after = views[rows + 1], views[rows + span]  # frames (i - span, i] and [i, i + span)
+        floor[lo:lo + FLOOR_ROWS] = np.maximum(_low_percentile(before), _low_percentile(after))
     floor = np.repeat(floor, FLOOR_STEP)[:n]
     return levels_db >= np.maximum(floor + margin_db, ABSOLUTE_FLOOR_DB)
 

@@ -134,10 +134,6 @@ def export(model_path: Path, fmt: str, out: Path | None = None) -> tuple[Path, P
     out = Path(out) if out is not None else model_path.with_name(model_path.stem + FORMATS[fmt])
     if out.is_dir():
         raise ExportError(f"--out {out}: is a folder; give the file to write (e.g. {out / ('model' + FORMATS[fmt])})")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)  # like the other commands' --out
-    except OSError as err:
-        raise ExportError(f"--out {out}: cannot make the folder {out.parent} ({err.strerror or err})") from None
     json_path = out.with_name(out.name + ".json")
     channels = int(ckpt["input_size"][0])
     batch = check_inputs(settings, channels)

@@ -38,6 +38,8 @@ PNG_EXTENSIONS = (".png",)
 UNKNOWN = "unknown"
 BENCH_MAX_CLIPS = 200
 BENCH_WARMUP = 5
+SCAN_BATCH_SIZE = 16  # windows per forward pass in a long-recording scan: a batch of 64 costs ~110 MB of
+                      # activations (specresnet, 201x81), as much as the rest of the scan; 16 is as fast
 ENVELOPE_BLOCKS = 4000  # min/max pairs kept for the timeline plot of a long recording
 EXIT_OK, EXIT_INPUT_FAILED, EXIT_UNUSABLE = 0, 1, 2
 
@@ -310,7 +312,8 @@ def predict_files(predictor: Predictor, files: list[Path], args, emit,
             scan = predictor.scan_file(long_path, args.max_seconds, hop_s=args.hop, smooth_s=args.smooth,
                                        threshold=detect.DEFAULT_THRESHOLD if args.threshold is None
                                        else args.threshold, refractory_s=args.refractory,
-                                       gate_db=args.gate_db, batch_size=args.batch_size)
+                                       gate_db=args.gate_db,
+                                       batch_size=min(args.batch_size, SCAN_BATCH_SIZE))
         except AudioError as err:  # found while streaming (a corrupt block, NaN samples)
             report_error(str(err))
             failed += 1
@@ -454,7 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "file")
     cli.add_max_seconds_flag(parser, MAX_AUDIO_SECONDS)
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
-                        help="images per forward pass (default %(default)s)")
+                        help=f"images per forward pass (default %(default)s; at most {SCAN_BATCH_SIZE} in a "
+                             f"long-recording scan, to bound its memory)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--bench", type=Path, metavar="DIR",
                         help="benchmark on the clips under DIR: latency wav -> label (median, p95 over up to "
