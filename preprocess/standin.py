@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -29,7 +30,7 @@ import numpy as np
 
 from preprocess.atomic import atomic_write_text
 from preprocess.sources import SPEECH_COMMANDS_WORDS
-from preprocess.synth import NOISE_COLOURS, TAKES_PER_SPEAKER, ClipJob, coloured_noise, write_wav
+from preprocess.synth import NOISE_COLOURS, TAKES_PER_SPEAKER, ClipJob, SynthError, coloured_noise, write_wav
 
 WORDS = SPEECH_COMMANDS_WORDS["v0.02"]
 VALIDATION_PCT = 10.0                 # the dataset's split: 10 % validation, 10 % testing
@@ -99,8 +100,22 @@ def rename_jobs(jobs: list[ClipJob], speakers: list, seed: int) -> list[StandinJ
                       speaker_id=ids[job.speaker.group]) for job in jobs]
 
 
-def missing_jobs(jobs: list, out: Path) -> list:
-    """The jobs whose clip is not on disk yet (written atomically: a clip that exists is complete)."""
+def missing_jobs(jobs: list, out: Path, seed: int, duration: float) -> list:
+    """The jobs whose clip is not on disk yet (written atomically: a clip that exists is complete).
+
+    Kept clips must come from the same seed and duration (synth.json says what made them), or the
+    folder would mix two data sets: then SynthError.
+    """
+    info_path = out / "synth.json"
+    if info_path.is_file():
+        try:
+            info = json.loads(info_path.read_text())
+            made = {"seed": info["seed"], "duration": info["duration"]}
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise SynthError(f"{info_path}: unreadable ({err}); use a fresh --out") from None
+        if made != {"seed": seed, "duration": duration}:
+            raise SynthError(f"{out} holds a stand-in made with {made}, not seed {seed} and duration "
+                             f"{duration}: its clips would be mixed with these; use a fresh --out")
     return [job for job in jobs if not (out / job.relative_path).is_file()]
 
 

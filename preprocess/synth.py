@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         todo = jobs
         if standin:  # dataset names; clips already there are kept (resume, or grow with --per-word)
             jobs = standin.rename_jobs(jobs, speakers, args.seed)
-            todo = standin.missing_jobs(jobs, args.out)
+            todo = standin.missing_jobs(jobs, args.out, args.seed, args.duration)
     except (SynthError, EngineError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
