@@ -148,13 +148,16 @@ def write_lists(out: Path, relative_paths: list[str]) -> dict[str, int]:
     return {name: len(paths) for name, paths in sets.items()}
 
 
-def finish(out: Path, jobs: list[StandinJob], kept: int, failed: set[str], seed: int,
-           sample_rate: int) -> str:
+def finish(out: Path, jobs: list[StandinJob], kept: int, seed: int, sample_rate: int) -> str:
     """After synthesis: the noise folder and the split lists. Returns a line for the summary."""
     write_noise(out, seed, sample_rate)
-    counts = write_lists(out, [job.relative_path for job in jobs if job.relative_path not in failed])
+    # the lists cover every clip in the word folders, as the dataset's do (also clips of an earlier,
+    # larger run, which synth warns about): the rule decides, whichever run made the file
+    on_disk = [f"{p.parent.name}/{p.name}" for p in out.glob("*/*.wav") if not p.parent.name.startswith("_")]
+    counts = write_lists(out, on_disk)
     speakers = len({job.speaker_id for job in jobs})
-    return (f"speechcommands layout: {kept} clips were already there and kept; {speakers} speaker ids; lists by SHA-1 of the speaker "
-            f"({VALIDATION_PCT:g} % / {TESTING_PCT:g} %): train {counts['training']}, validation "
+    return (f"speechcommands layout: {kept} clips were already there and kept; {speakers} speaker ids; "
+            f"lists by SHA-1 of the speaker ({VALIDATION_PCT:g} % / {TESTING_PCT:g} %) over the "
+            f"{len(on_disk)} clips in the word folders: train {counts['training']}, validation "
             f"{counts['validation']}, testing {counts['testing']}; {NOISE_DIR}/ "
             f"{len(NOISE_FILES)} generated recordings")

@@ -512,8 +512,7 @@ def main(argv: list[str] | None = None) -> int:
               "this run and will be used downstream too; use a fresh --out", file=sys.stderr)
     _write_info(args, engine_text, speakers, noise_names, len(jobs) - len(failures))
     if standin:
-        print(standin.finish(args.out, jobs, len(jobs) - len(todo), {path for path, _ in failures}, args.seed,
-                             SAMPLE_RATE))
+        print(standin.finish(args.out, jobs, len(jobs) - len(todo), args.seed, SAMPLE_RATE))
     print(f"synth: {len(jobs) - len(failures)}/{len(jobs)} clips ({len(args.words)} words x {args.per_word}) "
           f"from {len(speakers)} speakers ({len({s.voice.variant for s in speakers})} variants, "
           f"{len({s.voice.language for s in speakers})} accents) in {seconds:.1f} s "
