@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -29,7 +30,7 @@ import numpy as np
 
 from preprocess.atomic import atomic_write_text
 from preprocess.sources import SPEECH_COMMANDS_WORDS
-from preprocess.synth import NOISE_COLOURS, TAKES_PER_SPEAKER, ClipJob, coloured_noise, write_wav
+from preprocess.synth import NOISE_COLOURS, TAKES_PER_SPEAKER, ClipJob, SynthError, coloured_noise, write_wav
 
 WORDS = SPEECH_COMMANDS_WORDS["v0.02"]
 VALIDATION_PCT = 10.0                 # the dataset's split: 10 % validation, 10 % testing
@@ -99,8 +100,22 @@ def rename_jobs(jobs: list[ClipJob], speakers: list, seed: int) -> list[StandinJ
                       speaker_id=ids[job.speaker.group]) for job in jobs]
 
 
-def missing_jobs(jobs: list, out: Path) -> list:
-    """The jobs whose clip is not on disk yet (written atomically: a clip that exists is complete)."""
+def missing_jobs(jobs: list, out: Path, seed: int, duration: float) -> list:
+    """The jobs whose clip is not on disk yet (written atomically: a clip that exists is complete).
+
+    Kept clips must come from the same seed and duration (synth.json says what made them), or the
+    folder would mix two data sets: then SynthError.
+    """
+    info_path = out / "synth.json"
+    if info_path.is_file():
+        try:
+            info = json.loads(info_path.read_text())
+            made = {"seed": info["seed"], "duration": info["duration"]}
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise SynthError(f"{info_path}: unreadable ({err}); use a fresh --out") from None
+        if made != {"seed": seed, "duration": duration}:
+            raise SynthError(f"{out} holds a stand-in made with {made}, not seed {seed} and duration "
+                             f"{duration}: its clips would be mixed with these; use a fresh --out")
     return [job for job in jobs if not (out / job.relative_path).is_file()]
 
 
@@ -133,13 +148,16 @@ def write_lists(out: Path, relative_paths: list[str]) -> dict[str, int]:
     return {name: len(paths) for name, paths in sets.items()}
 
 
-def finish(out: Path, jobs: list[StandinJob], kept: int, failed: set[str], seed: int,
-           sample_rate: int) -> str:
+def finish(out: Path, jobs: list[StandinJob], kept: int, seed: int, sample_rate: int) -> str:
     """After synthesis: the noise folder and the split lists. Returns a line for the summary."""
     write_noise(out, seed, sample_rate)
-    counts = write_lists(out, [job.relative_path for job in jobs if job.relative_path not in failed])
+    # the lists cover every clip in the word folders, as the dataset's do (also clips of an earlier,
+    # larger run, which synth warns about): the rule decides, whichever run made the file
+    on_disk = [f"{p.parent.name}/{p.name}" for p in out.glob("*/*.wav") if not p.parent.name.startswith("_")]
+    counts = write_lists(out, on_disk)
     speakers = len({job.speaker_id for job in jobs})
-    return (f"speechcommands layout: {kept} clips were already there and kept; {speakers} speaker ids; lists by SHA-1 of the speaker "
-            f"({VALIDATION_PCT:g} % / {TESTING_PCT:g} %): train {counts['training']}, validation "
+    return (f"speechcommands layout: {kept} clips were already there and kept; {speakers} speaker ids; "
+            f"lists by SHA-1 of the speaker ({VALIDATION_PCT:g} % / {TESTING_PCT:g} %) over the "
+            f"{len(on_disk)} clips in the word folders: train {counts['training']}, validation "
             f"{counts['validation']}, testing {counts['testing']}; {NOISE_DIR}/ "
             f"{len(NOISE_FILES)} generated recordings")

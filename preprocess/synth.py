@@ -498,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         todo = jobs
         if standin:  # dataset names; clips already there are kept (resume, or grow with --per-word)
             jobs = standin.rename_jobs(jobs, speakers, args.seed)
-            todo = standin.missing_jobs(jobs, args.out)
+            todo = standin.missing_jobs(jobs, args.out, args.seed, args.duration)
     except (SynthError, EngineError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -545,8 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         write_background(args.out / "_background_noise_", args.background, args.seed)
     _write_info(args, engine_text, speakers, noise_names, len(jobs) - len(failures), others)
     if standin:
-        print(standin.finish(args.out, jobs, len(jobs) - len(todo), {path for path, _ in failures}, args.seed,
-                             SAMPLE_RATE))
+        print(standin.finish(args.out, jobs, len(jobs) - len(todo), args.seed, SAMPLE_RATE))
     unknown_text = f" + {args.unknown} of {len(others)} other words" if args.unknown else ""
     print(f"synth: {len(jobs) - len(failures)}/{len(jobs)} clips ({len(args.words)} words x {args.per_word}"
           f"{unknown_text}) "

@@ -99,7 +99,7 @@ def test_speechcommands_source_gives_the_official_split(standin_dir, tmp_path):
         assert (out / row["png"]).is_file() and row["png"].startswith(f"{row['split']}/{row['label']}/")
 
 
-def test_growing_keeps_old_clips_and_matches_a_fresh_run(standin_dir, tmp_path):
+def test_growing_keeps_old_clips_and_matches_a_fresh_run(standin_dir, tmp_path, capsys):
     grown = tmp_path / "grown"
     assert make_standin(grown) == 0
     before = {p: p.stat() for p in grown.rglob("*.wav")}
@@ -108,6 +108,11 @@ def test_growing_keeps_old_clips_and_matches_a_fresh_run(standin_dir, tmp_path):
     assert len(after) == len(before) + 4 * len(WORDS)
     for path, stat in before.items():  # untouched: same inode, same mtime
         assert (after[path].st_ino, after[path].st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns), path
+    # kept clips must be of the same seed: another seed is refused, nothing is written
+    assert synth.main(["--layout", "speechcommands", "--words", *WORDS, "--per-word", str(PER_WORD + 8),
+                       "--out", str(grown), "--seed", "1", "--quiet"]) == 2
+    assert "made with {'seed': 0, 'duration': 1.0}" in capsys.readouterr().err
+    assert len(list(grown.rglob("*.wav"))) == len(after)
     fresh = tmp_path / "fresh"
     assert make_standin(fresh, per_word=PER_WORD + 4) == 0
     def contents(folder):
