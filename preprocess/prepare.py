@@ -24,22 +24,19 @@ import errno
 import fcntl
 import hashlib
 import io
-import multiprocessing
 import os
 import shutil
 import signal
 import stat
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from preprocess import cli, download, flags, openworld, shards, sources
 from preprocess.cli import SpecVisionError
+from preprocess import workers as workers_pool
 from preprocess.atomic import atomic_write_text
 from preprocess.layout import RENDER_JSON, SPLITS, SettingsError, read_render_record, write_render_record
 from preprocess.render import (MAX_AUDIO_SECONDS, AudioError, RenderSettings, decode_clip, open_audio,
@@ -55,10 +52,8 @@ MANIFEST_FIELDS = ("source", "sha256", "split", "label", "png", "status", "reaso
     + flags.MANIFEST_FIELDS
 LOCK_FILE = ".preprocess.lock"
 STAGING = ".staging"                    # OUT/.staging/<pid>/: each worker's temp files (see render_task)
-MAX_CHUNK = 16                          # clips per worker message: amortises pickling, evens the last chunks
 READ_ONCE_BYTES = 32 << 20              # files up to this size are read once (hashed + decoded from memory)
 CLIP_TIMEOUT = 600.0                    # seconds one clip may take before its worker is killed
-WATCHDOG_S = 1.0                        # how often the main process looks for dead or stuck workers
 # A clip modified less than this before its stat was taken is not trusted by its stat next time
 # (hashed instead): file times are coarse (a clock tick; 2 s on FAT), so a write right after our
 # read could leave the same size and mtime behind. git's "racy clean" entries, the same idea.
@@ -398,12 +393,6 @@ def plan_tasks(clips: list[sources.Clip], names: list[str], existing: dict[str, 
 _settings: RenderSettings | None = None
 _staging: str | None = None
 _max_seconds: float = MAX_AUDIO_SECONDS
-# Shared with forked workers (set before the pool starts): the tasks, and per task the time its render
-# started (0: not started, -1: finished) and the pid rendering it, so that a dead or stuck worker's
-# clip is known.
-_tasks: list = []
-_started = None
-_pids = None
 
 
 def _init_worker(settings: RenderSettings, staging: Path, in_pool: bool = False,
@@ -480,20 +469,10 @@ def render_task(task: tuple[int, str, str, str, dict]) -> tuple[int, str, str, s
     return index, sha, "failed", reason.replace(path, metadata["source"]), {}
 
 
-def _tracked_chunk(positions: list[int]) -> list[tuple]:
-    """Worker side: render tasks, recording which one is in progress (see _started, _pids)."""
-    results = []
-    for position in positions:
-        _pids[position] = os.getpid()
-        _started[position] = time.time()
-        results.append(render_task(_tasks[position]))
-        _started[position] = -1.0
-    return results
-
-
 def run_tasks(tasks: list, settings: RenderSettings, staging: Path, workers: int, quiet: bool,
               max_seconds: float = MAX_AUDIO_SECONDS, clip_timeout: float = CLIP_TIMEOUT):
-    """Yield render_task results, in a fork pool when workers > 1 (forked after imports: fast start)."""
+    """Yield render_task results; with workers > 1 from a fork pool (forked after imports: fast start)
+    that survives dead and stuck workers (preprocess/workers.py)."""
     bar = dict(total=len(tasks), unit="clip", desc="render", disable=quiet or not tasks,
                mininterval=0.5, smoothing=0.1)
     if workers <= 1 or len(tasks) < 2:
@@ -505,110 +484,16 @@ def run_tasks(tasks: list, settings: RenderSettings, staging: Path, workers: int
         finally:
             torch.set_num_threads(threads)
         return
+
+    def failed(task: tuple, reason: str) -> tuple:
+        Path(task[2]).unlink(missing_ok=True)  # an old image of this clip would no longer match its audio
+        return task[0], "", "failed", reason, {}
+
     with tqdm(**bar) as progress:
-        for result in _pool_results(tasks, settings, staging, workers, max_seconds, clip_timeout):
+        for result in workers_pool.resilient_map(render_task, tasks, workers, _init_worker,
+                                                 (settings, staging, True, max_seconds), clip_timeout, failed):
             progress.update(1)
             yield result
-
-
-def _pool_results(tasks, settings, staging, workers, max_seconds, clip_timeout):
-    """Results from a ProcessPoolExecutor that survives its workers.
-
-    A worker that dies (OOM killer, decoder crash, kill -9) breaks the pool; one stuck longer than
-    `clip_timeout` on a clip is killed, which does the same. The clips that were being rendered then
-    are retried one by one in a fresh process each (`_isolated`): a clip that kills its process again
-    is recorded as failed with the reason, the others are rendered. The pool is restarted for the rest.
-    """
-    global _tasks, _started, _pids
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
-                                          else None)
-    _tasks, _started, _pids = tasks, context.RawArray("d", len(tasks)), context.RawArray("i", len(tasks))
-    chunk = max(1, min(MAX_CHUNK, len(tasks) // (workers * 16)))
-    pending, suspects, empty_breaks = collections.deque(range(len(tasks))), [], 0
-    while pending:  # one pass per pool; a broken pool leaves suspects and maybe pending tasks
-        running: dict = {}
-        pool = ProcessPoolExecutor(workers, context, _init_worker, (settings, staging, True, max_seconds))
-        try:
-            while pending or running:
-                while pending and len(running) < workers * 4:
-                    positions = [pending.popleft() for _ in range(min(chunk, len(pending)))]
-                    running[pool.submit(_tracked_chunk, positions)] = positions
-                done, _ = wait(running, timeout=WATCHDOG_S, return_when=FIRST_COMPLETED)
-                for future in done:
-                    positions = running.pop(future)
-                    try:
-                        yield from future.result()
-                    except BrokenProcessPool:
-                        running[future] = positions  # handled below with the others
-                        raise
-                _kill_running(older_than=clip_timeout)
-        except BrokenProcessPool:
-            lost = []
-            for future, positions in running.items():
-                if future.done() and future.exception() is None:  # finished before the break
-                    yield from future.result()
-                else:
-                    lost += positions
-            dying = [p for p in lost if _started[p] > 0]  # being rendered when the pool broke
-            pending.extendleft(reversed([p for p in lost if _started[p] <= 0]))  # to do (again)
-            for position in lost:  # their processes are gone: never signal those pids again
-                _started[position] = 0.0
-            suspects += dying
-            empty_breaks = 0 if dying else empty_breaks + 1
-            if empty_breaks >= 3:
-                raise PrepareError("worker processes keep dying before they render anything "
-                                   "(out of memory?); try fewer --workers") from None
-        except BaseException:  # Ctrl-C or an error here: stop the workers, do not wait for them
-            _kill_running()
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-        for position in suspects:
-            yield _isolated(context, position, settings, staging, max_seconds, clip_timeout)
-        suspects = []
-
-
-def _kill_running(older_than: float = 0.0) -> None:
-    """SIGKILL the workers busy with a clip for more than `older_than` seconds (the pool then breaks)."""
-    started = np.frombuffer(_started, dtype=np.float64)
-    for position in np.flatnonzero((started > 0) & (started < time.time() - older_than)):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(_pids[position], signal.SIGKILL)
-
-
-def _isolated(context, position: int, settings, staging, max_seconds: float, clip_timeout: float) -> tuple:
-    """Render one task in a process of its own; a death or a timeout is that clip's failure."""
-    receive, send = context.Pipe(duplex=False)
-    process = context.Process(target=_isolated_main, args=(send, position, settings, staging, max_seconds))
-    process.start()
-    send.close()
-    result = None
-    finished = receive.poll(clip_timeout)
-    if finished:
-        with contextlib.suppress(EOFError):
-            result = receive.recv()
-    receive.close()
-    if result is None and process.is_alive():
-        process.kill()
-    process.join()
-    if result is not None:
-        return result
-    index, path, png, _, metadata = _tasks[position]
-    Path(png).unlink(missing_ok=True)
-    if not finished:
-        reason = f"rendering took longer than {clip_timeout:g} s (--clip-timeout); stopped"
-    elif process.exitcode is not None and process.exitcode < 0:
-        name = signal.Signals(-process.exitcode).name
-        hint = " (the kernel's out-of-memory killer sends it)" if name == "SIGKILL" else ""
-        reason = f"the worker process rendering it died ({name}{hint})"
-    else:
-        reason = f"the worker process rendering it exited with status {process.exitcode}"
-    return index, "", "failed", reason, {}
-
-
-def _isolated_main(send, position: int, settings, staging, max_seconds: float) -> None:
-    _init_worker(settings, staging, True, max_seconds)
-    send.send(render_task(_tasks[position]))
 
 
 # ---------------------------------------------------------------- summary

@@ -311,7 +311,6 @@ def test_report_reads_only_audio_files_inside_its_folders(tmp_path):
     (images / "test" / "yes").mkdir(parents=True)
     secret.write_text("password")
     (images / "test" / "yes" / "link.png").symlink_to(secret)
-    assert report.contained_file(images, "test/yes/link.png") is None      # a link out of the folder
     assert report.contained_file(images, "../secret.txt") is None
     assert report.contained_file(images, str(secret)) is None
     good = good_png(images / "test" / "yes" / "a%b#c?d.png")
@@ -322,6 +321,8 @@ def test_report_reads_only_audio_files_inside_its_folders(tmp_path):
                            tmp_path)  # a crafted render.json root and manifest row
     assets = report.Assets(tmp_path / "out", inputs)
     assert assets.audio("test/yes/x.png") is None and assets.missing_audio == 1  # not audio: never copied
+    assert assets.image("test/yes/link.png")[0] is None  # a planted link to a non-PNG: never copied
+    assert assets.image("../secret.txt")[0] is None and assets.missing_images == 2
     assert not (tmp_path / "out").exists()
 
 

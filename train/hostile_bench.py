@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         measure("predict_clip_16k", "train.predict", [*predict, str(work / "short" / "yes" / "clip.wav")])
         measure("predict_long", "train.predict", [*predict, str(long_wav)])
         prep = ["--source", "folder", "--workers", "1", "--quiet", "--val-pct", "0", "--test-pct", "0"]
+        for folder in ("img_short", "img_long"):  # a fresh output folder: a re-run would skip the clip
+            shutil.rmtree(work / folder, ignore_errors=True)
         measure("preprocess_worker_clip", "preprocess",
                 [*prep, "--root", str(work / "short"), "--out", str(work / "img_short")])
         measure("preprocess_worker_long", "preprocess",

@@ -38,8 +38,8 @@ PNG_EXTENSIONS = (".png",)
 UNKNOWN = "unknown"
 BENCH_MAX_CLIPS = 200
 BENCH_WARMUP = 5
-SCAN_BATCH_SIZE = 16  # windows per forward pass in a long-recording scan: a batch of 64 costs ~110 MB of
-                      # activations (specresnet, 201x81), as much as the rest of the scan; 16 is as fast
+SCAN_BATCH_SIZE = 8   # windows per forward pass in a long-recording scan: a batch of 64 costs ~110 MB of
+                      # activations (specresnet, 201x81), more than the rest of the scan
 ENVELOPE_BLOCKS = 4000  # min/max pairs kept for the timeline plot of a long recording
 EXIT_OK, EXIT_INPUT_FAILED, EXIT_UNUSABLE = 0, 1, 2
 

@@ -161,16 +161,19 @@ def _inside(rel: str) -> bool:
 
 
 def contained_file(folder: Path, rel: str) -> Path | None:
-    """folder/rel if it is a regular file that, links resolved, lies inside `folder`; else None.
+    """folder/rel if `rel` is a relative path that stays inside `folder` and names a regular file.
 
-    The names come from files a crafted model folder controls (manifest.csv, render.json): a link or
-    a path that leads out of the folder it was given is never read, so never copied into the report.
+    The names come from files a crafted model folder controls (manifest.csv, render.json), so they are
+    checked before anything is read; the callers then copy only what parses as a PNG or as audio
+    (a link planted in the folder is followed: audio roots made of links to a dataset are common, and
+    what it leads to must still be a real image or clip to be copied).
     """
     if not _inside(rel):
         return None
     try:
-        path = (folder / rel).resolve(strict=True)
-        if folder.resolve(strict=True) not in path.parents or not path.is_file():
+        base = folder.resolve(strict=True)
+        path = base / rel
+        if base not in path.parents or not path.is_file():
             return None
     except (OSError, RuntimeError):
         return None
