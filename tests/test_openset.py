@@ -42,3 +42,14 @@ def test_long_recording_is_made_of_test_material_and_lays_every_word(real_data, 
     assert float(np.abs(wave).max()) <= 1.0
     again, _ = openset.long_recording(material, words, minutes=0.5, seed=0)
     assert np.array_equal(wave, again)
+
+
+def test_score_only_needs_kept_models_and_excludes_out(tmp_path, capsys, real_data, other_words):
+    common = ["--real", str(real_data), "--other", str(other_words)]
+    (tmp_path / "closed").mkdir()
+    (tmp_path / "closed" / "model.pt").write_bytes(b"")
+    assert openset.main(["--score-only", str(tmp_path), *common]) == 2  # open/model.pt missing
+    assert f"no model at {tmp_path / 'open' / 'model.pt'}" in capsys.readouterr().err
+    assert openset.main(["--score-only", str(tmp_path), "--out", str(tmp_path), *common]) == 2
+    assert openset.main(common) == 2
+    assert "--score-only DIR" in capsys.readouterr().err
