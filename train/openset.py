@@ -222,14 +222,38 @@ def scan_scores(predictor: Predictor, material: Material, minutes: float, seed: 
     hours = len(quiet) / SAMPLE_RATE / 3600
     mixed_words = [x for pair in zip(targets, others) for x in pair] + targets[len(others):]
     mixed, laid = long_recording(material, mixed_words, 0.0, seed + 1)  # each target, between other words
-    hits = predictor.scan("long-targets", mixed, gate_db=gate_db).detections
+    scan = predictor.scan("long-targets", mixed, gate_db=gate_db)
     laid_targets = [(w, a, b) for w, a, b in laid if w in TARGETS]
-    recalled = sum(any(d.label == w and a - MATCH_SLACK_S <= d.time <= b + MATCH_SLACK_S for d in hits)
-                   for w, a, b in laid_targets)
+    misses = scan_misses(scan, predictor.classes, laid_targets)
+    recalled = len(laid_targets) - sum(misses.values())
     return {"false_accepts": len(found), "long_minutes": round(hours * 60, 2),
             "false_accepts_per_hour": round(len(found) / hours, 2),
             "scan_recall": round(recalled / max(1, len(laid_targets)), 4), "scan_targets": len(laid_targets),
-            "gate_db": gate_db}
+            "scan_misses": misses, "gate_db": gate_db}
+
+
+def scan_misses(scan, classes: list[str], laid: list[tuple[str, float, float]]) -> dict:
+    """Laid clips (word, start_s, end_s) with no detection of their word within MATCH_SLACK_S, by the
+    first stage that lost them: 'model' (no window overlapping the clip gives the word the threshold),
+    'gate' (only gated windows do), 'smoothing' (the smoothed posterior never reaches it there),
+    'detection' (it does, yet no detection matches: refractory, a neighbour, the matching slack)."""
+    misses = dict.fromkeys(("model", "gate", "smoothing", "detection"), 0)
+    for word, start, end in laid:
+        if any(d.label == word and start - MATCH_SLACK_S <= d.time <= end + MATCH_SLACK_S
+               for d in scan.detections):
+            continue
+        k = classes.index(word)
+        over = (scan.starts_s < end) & (scan.starts_s + scan.window_s > start)
+        raw = over & (scan.probs[:, k] >= scan.threshold)
+        if not raw.any():
+            misses["model"] += 1
+        elif scan.window_active is not None and not (raw & scan.window_active).any():
+            misses["gate"] += 1
+        elif not (over & (scan.smoothed[:, k] >= scan.threshold)).any():
+            misses["smoothing"] += 1
+        else:
+            misses["detection"] += 1
+    return misses
 
 
 def score(model_path: Path, material: Material, minutes: float, seed: int, compare_gates: bool) -> dict:
