@@ -20,7 +20,9 @@ OUT/fold<k>/...), and scores both on test material only:
 `--folds K` repeats it over K speaker-disjoint folds (each fold's speakers are the test side once)
 and reports means; `--synthetic N` trains both models on N eSpeak NG clips per class instead (no
 recorded speech in training; the background recordings' train regions are used) and scores them on
-the same real test material. The last line is one JSON object: {"closed": {...}, "open": {...}, ...}.
+the same real test material; `--score-only DIR` trains nothing and scores again the models a run with
+`--out DIR` kept. Missed scan clips are counted by the stage that lost them (`scan_misses`). The last
+line is one JSON object: {"closed": {...}, "open": {...}, ...}.
 """
 from __future__ import annotations
 
