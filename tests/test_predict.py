@@ -215,6 +215,20 @@ def test_energy_gate_passes_words_and_rejects_steady_noise():
     assert active.tolist() == [1.15 <= s <= 2.25 for s in starts_s]  # >= 0.15 s of the word inside
 
 
+def test_energy_gate_passes_a_clean_word_in_near_silence():
+    # A 0.4 s word between stretches of near-silence (-80 dBFS, below ABSOLUTE_FLOOR_DB): the floors
+    # must come from the silence, not from the word's own frames (which made it inactive before).
+    rate, rng = 16000, np.random.default_rng(SEED)
+    tone = (0.03 * np.sin(2 * np.pi * 300 * np.arange(int(0.4 * rate)) / rate)).astype(np.float32)
+    wave = np.concatenate([_noise(2, -80, rng), tone + _noise(0.4, -80, rng), _noise(2, -80, rng)])
+    frames = detect.active_frames(detect.frame_levels_db(wave, rate))
+    times = np.arange(len(frames)) * detect.FRAME_HOP_S
+    assert frames[(times >= 2.03) & (times <= 2.35)].all()
+    assert not frames[(times < 1.95) | (times > 2.45)].any()
+    stretches = detect.active_stretches(frames)
+    assert len(stretches) == 1 and abs(stretches[0, 0] - 2.0) < 0.03 and abs(stretches[0, 1] - 2.4) < 0.03
+
+
 def test_detections_threshold_refractory_and_gate():
     classes = ["no", "yes"]
     starts_s = np.arange(20) * 0.25

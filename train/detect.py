@@ -41,11 +41,12 @@ FLOOR_SPAN_S = 1.0            # noise floors are measured over this much audio b
 FLOOR_PERCENTILE = 10.0       # ... as this low percentile of frame levels (robust to the word itself)
 FLOOR_STEP = 5                # frames between floor estimates
 FLOOR_ROWS = 2048             # floor estimates computed at a time (each copies FLOOR_SPAN_S of levels)
-MIN_FLOOR_FRAMES = 10         # fewer audible frames than this on a side: that side is silence
+MIN_FLOOR_FRAMES = 10         # fewer frames than this on a side (recording edge): that side is silence
 ACTIVITY_MARGIN_DB = 10.0     # a frame is "active" this far above the local floor ...
 GATE_WITH_SILENCE_DB = 0.0    # models with a 'silence' class: no gate. Measured (docs/benchmarks.md,
                               # "Open-world keyword spotting"): the same 0 false accepts per hour with
-                              # and without it, and it cost recall (0.688 with, 0.751 without)
+                              # and without it; its recall cost (0.688 with, 0.751 without) was the
+                              # floor defect fixed in active_frames: now 0.751 both, so it buys nothing
 ABSOLUTE_FLOOR_DB = -65.0     # ... and above this level (dBFS; below it is silence whatever the floor)
 MIN_ACTIVE_S = 0.15           # a window needs this much active audio to be allowed to fire
 MAX_GAP_S = 0.15              # quieter gaps inside a word (a stop consonant) up to this long
@@ -204,12 +205,15 @@ def active_frames(levels_db: np.ndarray, margin_db: float = ACTIVITY_MARGIN_DB) 
     after) the frame; a frame is active when it is `margin_db` above the higher of the two. A word
     is louder than what comes before and after it; a noise that switches on is louder than before
     but not than after, so it never counts, however long it lasts. Frames below ABSOLUTE_FLOOR_DB
-    (digital silence) are left out of the floors, so silence next to a steady noise does not make
-    the noise look like an event. Floors are computed every FLOOR_STEP frames (cheap for long files).
+    (silence) count in the floors *at* ABSOLUTE_FLOOR_DB: they must not be left out, or a word in
+    near-silence has only its own frames in the floor and is measured against itself (a clean word
+    longer than a tenth of a second was then never active). Only time before the start and after
+    the end of the recording is left out. Floors are computed every FLOOR_STEP frames (cheap for
+    long files).
     """
     levels_db = np.asarray(levels_db, dtype=np.float64)
     n, span = len(levels_db), max(1, int(round(FLOOR_SPAN_S / FRAME_HOP_S)))
-    audible = np.where(levels_db > ABSOLUTE_FLOOR_DB, levels_db, np.nan)
+    audible = np.maximum(levels_db, ABSOLUTE_FLOOR_DB)
     padded = np.concatenate([np.full(span, np.nan), audible, np.full(span, np.nan)])
     views = np.lib.stride_tricks.sliding_window_view(padded, span)  # views[k] = padded[k:k + span]
     at = np.arange(0, n, FLOOR_STEP)
@@ -223,7 +227,7 @@ def active_frames(levels_db: np.ndarray, margin_db: float = ACTIVITY_MARGIN_DB) 
 
 
 def _low_percentile(rows: np.ndarray) -> np.ndarray:
-    """FLOOR_PERCENTILE of each row's finite values; ABSOLUTE_FLOOR_DB where too few are audible."""
+    """FLOOR_PERCENTILE of each row's finite values; ABSOLUTE_FLOOR_DB where too few exist."""
     count = np.isfinite(rows).sum(axis=1)
     ordered = np.sort(rows, axis=1)  # NaN sorts last
     k = np.minimum((count * FLOOR_PERCENTILE / 100.0).astype(np.int64), np.maximum(count - 1, 0))

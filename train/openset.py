@@ -20,7 +20,9 @@ OUT/fold<k>/...), and scores both on test material only:
 `--folds K` repeats it over K speaker-disjoint folds (each fold's speakers are the test side once)
 and reports means; `--synthetic N` trains both models on N eSpeak NG clips per class instead (no
 recorded speech in training; the background recordings' train regions are used) and scores them on
-the same real test material. The last line is one JSON object: {"closed": {...}, "open": {...}, ...}.
+the same real test material; `--score-only DIR` trains nothing and scores again the models a run with
+`--out DIR` kept. Missed scan clips are counted by the stage that lost them (`scan_misses`). The last
+line is one JSON object: {"closed": {...}, "open": {...}, ...}.
 """
 from __future__ import annotations
 
@@ -222,14 +224,38 @@ def scan_scores(predictor: Predictor, material: Material, minutes: float, seed: 
     hours = len(quiet) / SAMPLE_RATE / 3600
     mixed_words = [x for pair in zip(targets, others) for x in pair] + targets[len(others):]
     mixed, laid = long_recording(material, mixed_words, 0.0, seed + 1)  # each target, between other words
-    hits = predictor.scan("long-targets", mixed, gate_db=gate_db).detections
+    scan = predictor.scan("long-targets", mixed, gate_db=gate_db)
     laid_targets = [(w, a, b) for w, a, b in laid if w in TARGETS]
-    recalled = sum(any(d.label == w and a - MATCH_SLACK_S <= d.time <= b + MATCH_SLACK_S for d in hits)
-                   for w, a, b in laid_targets)
+    misses = scan_misses(scan, predictor.classes, laid_targets)
+    recalled = len(laid_targets) - sum(misses.values())
     return {"false_accepts": len(found), "long_minutes": round(hours * 60, 2),
             "false_accepts_per_hour": round(len(found) / hours, 2),
             "scan_recall": round(recalled / max(1, len(laid_targets)), 4), "scan_targets": len(laid_targets),
-            "gate_db": gate_db}
+            "scan_misses": misses, "gate_db": gate_db}
+
+
+def scan_misses(scan, classes: list[str], laid: list[tuple[str, float, float]]) -> dict:
+    """Laid clips (word, start_s, end_s) with no detection of their word within MATCH_SLACK_S, by the
+    first stage that lost them: 'model' (no window overlapping the clip gives the word the threshold),
+    'gate' (only gated windows do), 'smoothing' (the smoothed posterior never reaches it there),
+    'detection' (it does, yet no detection matches: refractory, a neighbour, the matching slack)."""
+    misses = dict.fromkeys(("model", "gate", "smoothing", "detection"), 0)
+    for word, start, end in laid:
+        if any(d.label == word and start - MATCH_SLACK_S <= d.time <= end + MATCH_SLACK_S
+               for d in scan.detections):
+            continue
+        k = classes.index(word)
+        over = (scan.starts_s < end) & (scan.starts_s + scan.window_s > start)
+        raw = over & (scan.probs[:, k] >= scan.threshold)
+        if not raw.any():
+            misses["model"] += 1
+        elif scan.window_active is not None and not (raw & scan.window_active).any():
+            misses["gate"] += 1
+        elif not (over & (scan.smoothed[:, k] >= scan.threshold)).any():
+            misses["smoothing"] += 1
+        else:
+            misses["detection"] += 1
+    return misses
 
 
 def score(model_path: Path, material: Material, minutes: float, seed: int, compare_gates: bool) -> dict:
@@ -274,7 +300,6 @@ def run_fold(args, fold: int) -> dict:
         if code:
             raise SystemExit(f"synth failed (exit {code})")
     build_audio(material, work / "audio", args.seed, synthetic)
-    results = {}
     for name, words in (("closed", TARGETS), ("open", None)):
         images = work / f"images_{name}"
         argv = ["--source", "folder", "--root", str(work / "audio"), "--out", str(images), "--force",
@@ -287,10 +312,23 @@ def run_fold(args, fold: int) -> dict:
                       "--seed", str(args.seed), *args.train_args]
         if train_cli.main(train_argv) != 0:
             raise SystemExit(f"training failed: python -m train {' '.join(train_argv)}")
+    return score_fold(args, fold, folder, material)
+
+
+def score_fold(args, fold: int, folder: Path, material: Material) -> dict:
+    """Both models of one fold (folder/closed, folder/open), scored on the fold's test material."""
+    results = {}
+    for name in ("closed", "open"):
         results[name] = score(folder / name / "model.pt", material, args.long_minutes, args.seed + fold,
                               compare_gates=name == "open")
         print(f"fold {fold} {name}: {json.dumps(results[name])}", file=sys.stderr)
     return results
+
+
+def rescore_fold(args, fold: int) -> dict:
+    """--score-only: the models an earlier run kept, scored again (same split, seed, recordings)."""
+    folder = args.score_only if fold == 0 else args.score_only / f"fold{fold}"
+    return score_fold(args, fold, folder, real_material(args.real, args.other, fold, args.folds))
 
 
 KEYS = ("target_acc", "false_accept_rate", "noise_false_accept_rate", "false_accepts_per_hour", "scan_recall")
@@ -312,7 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "on a long test-only recording, and the scanner's recall of yes/no.",
         epilog="Last line: one JSON object {\"closed\": {...}, \"open\": {...}} (means over folds). Exit "
                "status 0 on success, 2 for unusable options or data.")
-    parser.add_argument("--out", type=Path, required=True, help="working and output folder")
+    parser.add_argument("--out", type=Path, help="working and output folder (required unless --score-only)")
+    parser.add_argument("--score-only", type=Path, metavar="DIR",
+                        help="train nothing: score again the models a run with --out DIR kept "
+                             "(DIR/closed, DIR/open, DIR/fold<k>/...), with the same --folds and --seed")
     parser.add_argument("--real", type=Path, default=REAL, help="yes/no clips (default: %(default)s)")
     parser.add_argument("--other", type=Path, default=OTHER, help="other-word clips (default: %(default)s)")
     parser.add_argument("--folds", type=int, default=1,
@@ -340,10 +381,21 @@ def main(argv: list[str] | None = None) -> int:
         if not folder.is_dir() or (probe and not (folder / probe).is_dir()):
             print(f"error: {folder}: not a folder of class folders", file=sys.stderr)
             return 2
+    if (args.out is None) == (args.score_only is None):
+        print("error: give --out (train and score) or --score-only DIR (score kept models)", file=sys.stderr)
+        return 2
+    if args.score_only is not None:
+        missing = [str(args.score_only / (f"fold{k}" if k else "") / name / "model.pt")
+                   for k in range(args.folds) for name in ("closed", "open")
+                   if not (args.score_only / (f"fold{k}" if k else "") / name / "model.pt").is_file()]
+        if missing:
+            print(f"error: --score-only: no model at {', '.join(missing)}", file=sys.stderr)
+            return 2
     args.train_args = ["--epochs", str(args.epochs)] if args.epochs else []
     start = time.perf_counter()
     torch.set_num_threads(max(1, min(torch.get_num_threads(), args.workers)))
-    folds = [run_fold(args, fold) for fold in tqdm(range(args.folds), desc="folds", disable=args.folds < 2)]
+    fold_run = run_fold if args.score_only is None else rescore_fold
+    folds = [fold_run(args, fold) for fold in tqdm(range(args.folds), desc="folds", disable=args.folds < 2)]
     summary = {name: {k: round(float(np.mean([f[name][k] for f in folds])), 4) for k in KEYS}
                for name in ("closed", "open")}
     summary["folds"] = args.folds
