@@ -21,12 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from preprocess import cli, prepare
 from preprocess.atomic import remove_stale_temps
 from preprocess.render import RenderSettings, render_file, resample, save_png
-from train import evaluate as evaluate_cli, export, report
+from train import evaluate as evaluate_cli, report
 from train.hostile_bench import peak_rss_mb, write_clip, write_long_wav, write_model
 
 PYTHON = sys.executable

@@ -30,7 +30,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 import sys
 import time
