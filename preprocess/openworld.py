@@ -46,7 +46,6 @@ DIGITAL_SILENCE_PCT = 10.0       # share of the silence class that is digital si
 CROP_FOLDER = ".openworld"       # OUT/.openworld/silence/*.wav: the crops, rendered like any clip
 SAMPLE_SALT = b"specvision-unknown-v1:"
 # Google's speech_commands which_set(): for speakers the official lists do not name.
-GOOGLE_MAX_PER_CLASS = 2 ** 27 - 1
 
 
 class OpenWorldError(sources.SourceError):
@@ -117,16 +116,6 @@ def check_options(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------- speaker split rules
 
-def google_which_set(file_name: str, val_pct: float = 10.0, test_pct: float = 10.0) -> str:
-    """Speech Commands' own split formula (its README's which_set), for speakers the lists omit."""
-    name = re.sub(r"_nohash_.*$", "", Path(file_name).name)
-    digest = int(hashlib.sha1(name.encode("utf-8")).hexdigest(), 16)
-    percent = (digest % (GOOGLE_MAX_PER_CLASS + 1)) * (100.0 / GOOGLE_MAX_PER_CLASS)
-    if percent < val_pct:
-        return "val"
-    if percent < val_pct + test_pct:
-        return "test"
-    return "train"
 
 
 def speaker_splits(clips: list[sources.Clip]) -> dict[str, str]:
@@ -175,7 +164,7 @@ def unknown_candidates(args: argparse.Namespace, targets: list[sources.Clip],
 
         def split_of(source: str, name: str) -> str:
             listed = known.get(re.sub(r"^\+unknown\d+/", "", source))
-            return listed or speakers.get(sources.group_id(name)) or google_which_set(name)
+            return listed or speakers.get(sources.group_id(name)) or sources.OFFICIAL_SETS[sources.official_which_set(name)]
         words = [w for w in sources.SPEECH_COMMANDS_WORDS[args.version] if (main_root / w).is_dir()]
         main = [c for c in _word_clips(main_root, words, split_of, "") if c.label not in target_words]
     extra = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import os
 from pathlib import Path
 
@@ -63,6 +64,29 @@ def which_set(group: str, val_pct: float, test_pct: float) -> str:
     if percent < val_pct + test_pct:
         return "test"
     return "train"
+
+
+# Speech Commands' own split rule (its README, TensorFlow's input_data.py): list names -> our splits
+OFFICIAL_SETS = {"validation": "val", "testing": "test", "training": "train"}
+MAX_NUM_WAVS_PER_CLASS = 2 ** 27 - 1  # input_data.py's constant: part of the hash -> percent map
+
+
+def official_which_set(filename: str, validation_percentage: float = 10.0,
+                       testing_percentage: float = 10.0) -> str:
+    """'validation', 'testing' or 'training': the rule that made the dataset's lists.
+
+    As in TensorFlow's speech_commands/input_data.py (and the dataset's README): the speaker id
+    (the name before `_nohash_`) is hashed with SHA-1, taken modulo MAX_NUM_WAVS_PER_CLASS + 1 and
+    scaled to a percentage. It reproduces every entry of the official v0.01 and v0.02 lists (tested).
+    """
+    speaker = re.sub(r"_nohash_.*$", "", Path(filename).name)
+    hashed = int(hashlib.sha1(speaker.encode("utf-8")).hexdigest(), 16)
+    percentage = (hashed % (MAX_NUM_WAVS_PER_CLASS + 1)) * (100.0 / MAX_NUM_WAVS_PER_CLASS)
+    if percentage < validation_percentage:
+        return "validation"
+    if percentage < validation_percentage + testing_percentage:
+        return "testing"
+    return "training"
 
 
 def _entries(folder: Path) -> list[Path]:

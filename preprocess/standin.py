@@ -23,11 +23,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 
+from preprocess.sources import official_which_set as which_set  # the rule that made the lists
 from preprocess.atomic import atomic_write_text
 from preprocess.sources import SPEECH_COMMANDS_WORDS
 from preprocess.synth import NOISE_COLOURS, TAKES_PER_SPEAKER, ClipJob, SynthError, coloured_noise, write_wav
@@ -35,7 +35,6 @@ from preprocess.synth import NOISE_COLOURS, TAKES_PER_SPEAKER, ClipJob, SynthErr
 WORDS = SPEECH_COMMANDS_WORDS["v0.02"]
 VALIDATION_PCT = 10.0                 # the dataset's split: 10 % validation, 10 % testing
 TESTING_PCT = 10.0
-MAX_NUM_WAVS_PER_CLASS = 2 ** 27 - 1  # Google's input_data.py constant: part of the hash -> percent map
 SPEAKER_ID_SALT = "specvision-standin"
 NOISE_DIR = "_background_noise_"
 NOISE_SECONDS = 60                    # the real recordings are 60-95 s
@@ -44,22 +43,6 @@ NOISE_SEED_KEY = 0x4015E              # keeps the noise generators apart from th
 LISTS = {"validation": "validation_list.txt", "testing": "testing_list.txt"}
 
 
-def which_set(filename: str, validation_percentage: float = VALIDATION_PCT,
-              testing_percentage: float = TESTING_PCT) -> str:
-    """'validation', 'testing' or 'training': the rule that made the dataset's lists.
-
-    As in TensorFlow's speech_commands/input_data.py (and the dataset's README): the speaker id
-    (the name before `_nohash_`) is hashed with SHA-1, taken modulo MAX_NUM_WAVS_PER_CLASS + 1 and
-    scaled to a percentage. It reproduces every entry of the official v0.01 and v0.02 lists (tested).
-    """
-    speaker = re.sub(r"_nohash_.*$", "", Path(filename).name)
-    hashed = int(hashlib.sha1(speaker.encode("utf-8")).hexdigest(), 16)
-    percentage = (hashed % (MAX_NUM_WAVS_PER_CLASS + 1)) * (100.0 / MAX_NUM_WAVS_PER_CLASS)
-    if percentage < validation_percentage:
-        return "validation"
-    if percentage < validation_percentage + testing_percentage:
-        return "testing"
-    return "training"
 
 
 def speaker_ids(seed: int, groups: list[str]) -> dict[str, str]:
