@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from preprocess import flags
+from preprocess import flags, openworld
 from preprocess.atomic import replace_folder
 from preprocess.render import AudioError, RenderSettings, load_audio
 from preprocess.sources import SPLITS
@@ -113,6 +113,13 @@ def _inside(rel: str) -> bool:
     return bool(rel) and not path.is_absolute() and ".." not in path.parts
 
 
+def clip_path(data: Dataset, source: str) -> Path | None:
+    """A manifest source's audio file: under the audio root, or for the open-world classes under their
+    own root (silence crops in IMAGES/.openworld, --unknown-root clips); never outside that root."""
+    root, rel = openworld.audio_location(source, data.render, data.images) or (data.audio_root, source)
+    return root / rel if root is not None and _inside(rel) else None
+
+
 def fill_missing_records(data: Dataset, progress: bool) -> tuple[int, int]:
     """Rows of a manifest written before preprocess kept flags (or by older rules): decode them here.
 
@@ -125,7 +132,8 @@ def fill_missing_records(data: Dataset, progress: bool) -> tuple[int, int]:
             with Image.open(data.images / row["png"]) as image:
                 levels = np.asarray(image)
         with contextlib.suppress(AudioError, OSError):
-            wave = load_audio(data.audio_root / row["source"], data.settings) if data.audio_root else None
+            clip = clip_path(data, row["source"])
+            wave = load_audio(clip, data.settings) if clip is not None else None
         if wave is not None and levels is not None:
             row.update(flags.clip_record(wave, levels, data.settings))
         else:
@@ -210,8 +218,16 @@ def build_tiles(data: Dataset, suspects: dict[int, dict], threshold: float, prog
     image_dups = duplicate_images(data.rows, progress=progress)
     height, width = data.settings.image_size
     tiles = []
+    def among_silence(i: int, partners: list[int]) -> bool:
+        return all(data.rows[j]["label"] == openworld.SILENCE for j in [i, *partners])
+
     for i, row in enumerate(data.rows):
         found = [f for f in (row.get("flags") or "").split(";") if f in flags.CLIP_FLAGS]
+        if row["label"] == openworld.SILENCE:  # noise crops and digital silence, by design: not suspicious
+            found = [f for f in found if f != "silent"]
+            for dups in (audio_dups, image_dups):  # two crops of the same silence are no leak
+                if i in dups and among_silence(i, dups[i]):
+                    del dups[i]
         notes = []
         if i in audio_dups:
             found.append("duplicate_audio")
@@ -298,8 +314,7 @@ class Assets:
             tile.img = self._place(png, Path("img") / tile.png)
         else:
             self.missing_images += 1
-        root = self.data.audio_root
-        clip = root / tile.source if root is not None and _inside(tile.source) else None
+        clip = clip_path(self.data, tile.source)
         if clip is not None and clip.is_file():
             tile.audio = self._place(clip, Path("audio") / tile.source)
             tile.audio_type = AUDIO_TYPES.get(clip.suffix.lower(), "audio/wav")
