@@ -360,6 +360,30 @@ def test_rerun_keeps_the_flags_of_skipped_clips(tmp_path, capsys):
     assert (tmp_path / "images" / "manifest.csv").read_text() == first
 
 
+def test_open_world_classes_are_found_and_silence_is_not_suspicious(tmp_path, capsys):
+    """The silence class's crops live in IMAGES/.openworld, not under the audio root; digital silence
+    crops are identical and silent by design, so they are neither missing nor flagged."""
+    from preprocess.prepare import main
+
+    clips = tmp_path / "clips"
+    for k in range(6):
+        _write(clips / "yes" / f"y{k}_nohash_0.wav", word(seed=k))
+        _write(clips / "no" / f"n{k}_nohash_0.wav", word(seed=10 + k, at=0.5))
+    noise = np.random.default_rng(0).standard_normal(20 * SR).astype(np.float32) * 0.05
+    _write(clips / "_background_noise_" / "hiss.wav", noise)
+    images = tmp_path / "images"
+    assert main(["--source", "folder", "--root", str(clips), "--out", str(images), "--words", "yes", "no",
+                 "--silence-pct", "40", "--digital-silence-pct", "50", "--workers", "1", "--quiet"]) == 0
+    silence = [r for r in csv.DictReader(open(images / "manifest.csv")) if r["label"] == "silence"]
+    assert any("silent" in r["flags"] for r in silence)  # the digital-silence crops, rendered as such
+    out = tmp_path / "audit"
+    assert audit.main([str(images), "--out", str(out), "--copy", "--quiet"]) == 0
+    assert "missing" not in capsys.readouterr().out
+    flagged = read_flags(out)
+    assert not [source for source in flagged if source.startswith("silence/")]
+    assert all((out / "audio" / r["source"]).is_file() for r in silence)  # every crop is playable
+
+
 # ---------------------------------------------------------------- the page in headless Chromium
 
 # what a gallery page shows: every tile's name and flags, and the filter links
