@@ -323,7 +323,7 @@ def plan_crops(regions: list[NoiseRegion], counts: dict[str, int], seed: int,
 
 
 def write_crops(crops: list[Crop], folder: Path) -> list[sources.Clip]:
-    """Write each crop as a float WAV in folder (kept if already there: its name fixes its content),
+    """Write each crop as a 24-bit WAV in folder (kept if already there: its name fixes its content),
     remove crop files of earlier runs that are no longer planned; -> Clips labelled 'silence'."""
     folder.mkdir(parents=True, exist_ok=True)
     clips, names = [], set()
@@ -332,8 +332,9 @@ def write_crops(crops: list[Crop], folder: Path) -> list[sources.Clip]:
         names.add(crop.name)
         if not path.exists():
             wave, rate = crop.samples()
-            with atomic_writer(path) as handle:
-                sf.write(handle, wave, rate, subtype="FLOAT", format="WAV")
+            with atomic_writer(path) as handle:  # 24-bit, not float: libsndfile stamps float WAVs with
+                # the time (PEAK chunk), so the same crop would hash differently run to run
+                sf.write(handle, wave, rate, subtype="PCM_24", format="WAV")
         clips.append(sources.Clip(f"{SILENCE}/{crop.name}", SILENCE, crop.split, path))
     for stale in folder.glob("*.wav"):
         if stale.name not in names:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import csv
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +195,19 @@ def test_synth_writes_an_unknown_class_that_preprocess_samples(tmp_path):
                          "30", "--silence-pct", "20", "--digital-silence-pct", "100", "--val-pct", "0",
                          "--test-pct", "0", "--out", str(again), "--workers", "1", "--quiet"]) == 0
     assert {(r["png"], r["sha256"]) for r in rows(again)} == {(r["png"], r["sha256"]) for r in rows(images)}
+
+
+def test_silence_crops_are_the_same_bytes_on_every_run(tmp_path):
+    """The crop files are hashed into the manifest: a float WAV's time-stamped PEAK chunk made two runs
+    a second apart disagree."""
+    noise = tmp_path / "noise.wav"
+    sf.write(noise, np.random.default_rng(0).standard_normal(16000 * 10).astype(np.float32) * 0.1, 16000)
+    regions = [openworld.NoiseRegion(noise, noise.name, 16000, 0, 16000 * 10, "train")]
+    crops, _ = openworld.plan_crops(regions, {"train": 4, "val": 0, "test": 0}, seed=0, digital_pct=50)
+    first = openworld.write_crops(crops, tmp_path / "first")
+    time.sleep(1.1)
+    second = openworld.write_crops(crops, tmp_path / "second")
+    assert [c.path.read_bytes() for c in first] == [c.path.read_bytes() for c in second]
 
 
 # ---------------------------------------------------------------- training: class balance
