@@ -456,8 +456,5 @@ def test_audit_in_headless_chromium(built_audit, tmp_path):
         evaluate("1")
     finally:
         browser.close()
-    errors = [e for e in browser.events
-              if (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
-              or e["method"] == "Runtime.exceptionThrown"
-              or (e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
+    errors = browser.console_errors()
     assert errors == [], errors

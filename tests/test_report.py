@@ -327,6 +327,13 @@ class Chromium:
                     raise RuntimeError(f"{method}: {message['error']}")
                 return message["result"]
 
+    def console_errors(self) -> list[dict]:
+        """Console errors, failed assertions, uncaught exceptions and error log entries seen so far."""
+        return [e for e in self.events
+                if (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
+                or e["method"] == "Runtime.exceptionThrown"
+                or (e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
+
     def wait_for(self, method: str, timeout: float = 60) -> dict:
         for event in self.events:
             if event["method"] == method:
@@ -411,10 +418,7 @@ def inspect_in_chromium(index: Path, profile: Path) -> dict:
         evaluate("1")
     finally:
         browser.close()
-    errors = [e for e in browser.events
-              if (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
-              or e["method"] == "Runtime.exceptionThrown"
-              or (e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
+    errors = browser.console_errors()
     return {"page": page, "pager": pager, "errors": errors, "screenshot": screenshot}
 
 
