@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({1000 * project_cpu / n:.2f} ms CPU per clip)")
     print(f"baseline (1 process, matplotlib imsave): {n} clips in {baseline_s:.2f} s = "
           f"{n / baseline_s:.1f} clips/s ({1000 * baseline_cpu / n:.2f} ms CPU per clip)")
-    print(f"load average during the run: {os.getloadavg()[0]:.1f} on {prepare.available_cores()} cores")
+    print(f"load average during the run: {os.getloadavg()[0]:.1f} on {cli.available_cores()} cores")
     print(json.dumps(result))
     return 0
 

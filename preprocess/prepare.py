@@ -144,9 +144,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-available_cores = cli.available_cores  # (kept: other modules import it from here)
-
-
 def settings_from_args(args: argparse.Namespace) -> RenderSettings:
     return RenderSettings(sample_rate=args.sample_rate, duration=args.duration, feature=args.feature,
                           n_fft=args.n_fft, hop_length=args.hop_length, n_mels=args.n_mels,
