@@ -40,7 +40,7 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from preprocess import openworld, sources
+from preprocess import cli, openworld, sources
 from preprocess import prepare as prepare_cli
 from preprocess import synth as synth_cli
 from preprocess.render import RenderSettings, load_audio, prepare_waveform
@@ -366,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=None,
                         help="training budget per model (default: the recipe's, see python -m train)")
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=prepare_cli.available_cores(),
+    parser.add_argument("--workers", type=int, default=cli.available_cores(),
                         help="processes for rendering and synthesis (default: %(default)s)")
     return parser
 
