@@ -71,6 +71,49 @@ def peak_rss_mb(module: str, args: list[str], timeout: float = 600.0) -> tuple[i
     return done.returncode, peaks["self"] / 1024.0, peaks["children"] / 1024.0, done.stderr
 
 
+def _memory_kb(pid: int) -> dict[str, int] | None:
+    """Rss, Pss and USS (private pages) of one live process, from /proc/PID/smaps_rollup."""
+    try:
+        fields = {line.split(":")[0]: int(line.split()[1])
+                  for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]}
+    except (OSError, ValueError, IndexError):
+        return None  # gone, or not Linux
+    return {"rss": fields["Rss"], "pss": fields["Pss"],
+            "uss": fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)}
+
+
+def forked_worker_peaks_mb(module: str, args: list[str], timeout: float = 600.0,
+                           interval: float = 0.05) -> tuple[int, dict[str, float]]:
+    """Run `python -m module args` (a pool of forked workers) and sample its children's memory every
+    `interval` s -> (exit status, the largest worker's peak {"rss", "pss", "uss"} in MB).
+
+    A forked worker shares the parent's pages (torch's libraries and heap) copy-on-write, so its RSS
+    counts memory that exists once for the whole pool; PSS charges each shared page in part and USS
+    is what the worker alone holds: what one more worker costs."""
+    proc = subprocess.Popen([sys.executable, "-m", module, *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peaks: dict[int, dict[str, int]] = {}
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            break
+        try:
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        except OSError:
+            children = []
+        for pid in map(int, children):
+            memory = _memory_kb(pid)
+            if memory:
+                peak = peaks.setdefault(pid, dict.fromkeys(memory, 0))
+                for key, value in memory.items():
+                    peak[key] = max(peak[key], value)
+        time.sleep(interval)
+    worst = max(peaks.values(), key=lambda peak: peak["rss"], default={"rss": 0, "pss": 0, "uss": 0})
+    return proc.returncode, {key: round(value / 1024.0, 1) for key, value in worst.items()}
+
+
 def write_long_wav(path: Path, minutes: float, rate: int = 48000, channels: int = 2, seed: int = 0) -> None:
     """Quiet noise with a 0.4 s tone burst every 7 s, written 10 s at a time (bounded memory)."""
     rng = np.random.default_rng(seed)
@@ -137,6 +180,22 @@ def main(argv: list[str] | None = None) -> int:
                 [*prep, "--root", str(work / "short"), "--out", str(work / "img_short")])
         measure("preprocess_worker_long", "preprocess",
                 [*prep, "--root", str(work / "long"), "--out", str(work / "img_long")])
+
+        # The same file rendered by a real pool (2 forked workers, a 1 s clip beside it): what a
+        # worker holds of its own, sampled from /proc while it runs
+        (work / "pool" / "yes").mkdir(parents=True, exist_ok=True)
+        for name, source in (("recording.wav", long_wav), ("clip.wav", work / "short" / "yes" / "clip.wav")):
+            if not (work / "pool" / "yes" / name).exists():
+                os.symlink(source.resolve(), work / "pool" / "yes" / name)
+        shutil.rmtree(work / "img_pool", ignore_errors=True)
+        start = time.perf_counter()
+        code, peaks = forked_worker_peaks_mb(
+            "preprocess", [*prep[:2], "--workers", "2", *prep[4:], "--root", str(work / "pool"),
+                           "--out", str(work / "img_pool")], args.timeout)
+        results["preprocess_forked_worker_long"] = {**{f"{key}_mb": value for key, value in peaks.items()},
+                                                    "exit": code, "seconds": round(time.perf_counter() - start, 1)}
+        print(f"{'preprocess_forked_worker':28s} peak RSS {peaks['rss']:7.1f} MB, PSS {peaks['pss']:.1f} MB, "
+              f"USS {peaks['uss']:.1f} MB  exit {code}", flush=True)
 
         rates = {}
         for rate in (BASELINE_RATE, *RATES):
