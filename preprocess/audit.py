@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from preprocess import flags, openworld
 from preprocess.atomic import replace_folder
+from preprocess.pages import copy_stylesheet, environment
 from preprocess.render import AudioError, RenderSettings, load_audio
 from preprocess.sources import SPLITS
 
@@ -50,7 +51,6 @@ DUPLICATE_COSINE = 0.995     # image sketches this similar are near-duplicates (
 SKETCH_CHUNK = 2048          # rows per block of the cross-split similarity product (bounds memory)
 FOLDS, FOLD_EPOCHS = 5, 12   # out-of-fold quick training over the train split (--folds, --fold-epochs)
 GENERATOR = "specvision-audit"  # marks an OUT folder this command may replace
-TEMPLATES = Path(__file__).with_name("templates")
 AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".mp3": "audio/mpeg"}
 
 FLAG_NAMES = flags.CLIP_FLAGS + ("duplicate_audio", "duplicate_image", "suspect_label")
@@ -346,10 +346,7 @@ def suspects_csv(tiles: list[Tile]) -> str:
 
 
 def template_env() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.globals.update(flag_help=FLAG_HELP, generator=GENERATOR)
-    return env
+    return environment(flag_help=FLAG_HELP, generator=GENERATOR)
 
 
 def summary_table(galleries: dict, tiles: list[Tile], classes: list[str]) -> list[dict]:
@@ -452,7 +449,7 @@ def audit(data: Dataset, options: Options) -> dict:
             where = data.audio_root.name if data.audio_root else "unknown"
             notes.append(f"{assets.missing_audio} source clip(s) not found under the audio root ({where}): "
                          f"no player for them (pass --audio-root DIR).")
-        shutil.copyfile(TEMPLATES / "style.css", folder / "style.css")
+        copy_stylesheet(folder)
         (folder / "flags.csv").write_text(flags_csv(tiles), encoding="utf-8")
         if model_info:
             (folder / "suspects.csv").write_text(suspects_csv(tiles), encoding="utf-8")

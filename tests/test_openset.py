@@ -58,7 +58,6 @@ def test_score_only_needs_kept_models_and_excludes_out(tmp_path, capsys, real_da
 
 def test_scan_misses_names_the_stage_that_lost_each_clip():
     from train import detect
-    from train.predict import Scan
     starts = np.arange(40) * 0.25                       # 1 s windows every 0.25 s over 10.75 s
     probs = np.full((40, 2), 0.5)                       # classes no, yes
     probs[2:5] = [0.05, 0.95]                           # yes clip at 1.0-2.0 s: detected below
@@ -69,7 +68,7 @@ def test_scan_misses_names_the_stage_that_lost_each_clip():
     active[9] = False
     smoothed = detect.smooth_posteriors(detect.gate_posteriors(probs, active), 3)
     found = [detect.Detection("yes", 0.95, 1.2, 1.6, 1.4), detect.Detection("yes", 0.9, 7.2, 7.6, 7.4)]
-    scan = Scan("x", np.zeros((0, 2)), 1, 0, 16000, 1.0, starts, probs, smoothed, active, found, 0.7)
+    scan = detect.Scan("x", np.zeros((0, 2)), 1, 0, 16000, 1.0, starts, probs, smoothed, active, found, 0.7)
     laid = [("yes", 1.0, 2.0), ("yes", 3.0, 4.0), ("no", 5.0, 6.0), ("no", 7.0, 8.0), ("yes", 9.0, 10.0)]
     assert openset.scan_misses(scan, ["no", "yes"], laid) == {"model": 1, "gate": 1, "smoothing": 1,
                                                               "detection": 1}

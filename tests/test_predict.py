@@ -1,4 +1,5 @@
-"""train.predict and train.detect: wav/PNG parity, output formats, bad input, long recordings, bench.
+"""train.predict and train.detect: wav/PNG parity, output formats, the library call, bad input, long
+recordings, bench.
 
 Models are real: the session's synthetic-speech model (conftest `speech_model`, `python -m train` on
 PNGs `python -m preprocess` rendered from eSpeak NG clips); the long-recording test, which is about
@@ -18,8 +19,8 @@ import torch
 from PIL import Image
 
 from conftest import first_clips
-from preprocess.render import save_png
-from train import detect, predict
+from preprocess.render import load_audio, save_png
+from train import detect, metrics, predict
 from train.checkpoint import atomic_torch_save, load_checkpoint
 
 torch.set_num_threads(1)
@@ -115,6 +116,63 @@ def test_folder_is_recursive_and_batched(model_path, speech_images, capsys):
     single = predictor.logits(predictor.load(Path(expected[0]), 0.25)[0][None])[0]
     code, lines, _ = run_cli(capsys, "--model", model_path, "--json", folder)
     assert np.allclose(json.loads(lines[0])["logits"], single.tolist(), atol=1e-5)
+
+
+# ---------------------------------------------------------------- the library call
+
+def test_library_call_answers_like_the_cli(model_path, speech, speech_images, test_rows, tmp_path, capsys):
+    wavs = [speech / r["source"] for r in test_rows[:2]]
+    png = speech_images / test_rows[3]["png"]
+    missing = tmp_path / "missing.wav"
+    results = predict.predict([*wavs, missing, png], model_path, predict.Options(top_k=2))
+    assert [a.path for a in results.answers] == [str(p) for p in (*wavs, png)]
+    assert [f.path for f in results.failures] == [str(missing)]
+    assert "no such file" in results.failures[0].message and results.scans == []
+    code, lines, _ = run_cli(capsys, "--model", model_path, "--json", "--top-k", "2", *wavs, png)
+    assert code == 0 and [a.to_dict() for a in results.answers] == [json.loads(line) for line in lines]
+
+    # a loaded Predictor, one path, a folder (recursive, sorted): the same answers
+    predictor = predict.Predictor(model_path)
+    one = predict.predict(wavs[0], predictor)
+    assert one.failures == [] and one.answers[0].label == results.answers[0].label
+    assert np.allclose(one.answers[0].logits, results.answers[0].logits, atol=1e-5)  # batch of 1 vs 3
+    folder = predict.predict(png.parent, predictor)
+    assert [a.path for a in folder.answers] == sorted(str(p) for p in png.parent.glob("*.png"))
+    with pytest.raises(ValueError, match="--threshold"):
+        predict.predict(wavs, predictor, predict.Options(threshold=2.0))
+    with pytest.raises(ValueError, match="longer than the model's window"):
+        predict.predict(wavs, predictor, predict.Options(hop_s=predictor.settings.duration + 0.5))
+
+
+def test_library_call_scans_a_long_recording_and_draws_its_timeline(model_path, speech, tmp_path):
+    predictor = predict.Predictor(model_path)
+    settings = predictor.settings
+    gap = np.zeros(settings.sample_rate, np.float32)
+    clips = [load_audio(p, settings) for p in first_clips(speech, "yes", 2) + first_clips(speech, "no", 2)]
+    recording = np.concatenate([gap] + [piece for clip in clips for piece in (clip, gap)])
+    long_wav = tmp_path / "long.wav"
+    sf.write(long_wav, recording, settings.sample_rate, subtype="FLOAT")
+
+    results = predict.predict([long_wav], predictor)
+    assert results.failures == [] and results.answers == results.scans
+    scan = results.scans[0]
+    assert scan.duration_s == pytest.approx(len(recording) / settings.sample_rate)
+    hop = int(round(detect.DEFAULT_HOP_S * settings.sample_rate))
+    assert len(scan.probs) == len(detect.window_starts(len(recording), settings.num_samples, hop))
+    assert np.allclose(scan.probs.sum(axis=1), 1.0)
+    assert all(d.label in predictor.targets and 0 <= d.start < d.end <= scan.duration_s + 1
+               for d in scan.detections)
+    # streamed from the file in blocks = the whole waveform at once
+    whole = detect.scan(predictor, str(long_wav), recording, batch_size=detect.SCAN_BATCH_SIZE)
+    assert np.allclose(scan.probs, whole.probs, atol=1e-6) and scan.detections == whole.detections
+    assert scan.to_dict()["detections"] == [d.to_dict() for d in whole.detections]
+
+    timeline = tmp_path / "timeline.png"
+    metrics.plot_timeline(scan, predictor.classes, timeline)
+    with Image.open(timeline) as image:
+        assert image.format == "PNG" and image.size[0] >= 800
+        pixels = np.asarray(image.convert("RGB"))
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50  # a waveform, curves, text
 
 
 # ---------------------------------------------------------------- bad input

@@ -26,6 +26,7 @@ import pytest
 from PIL import Image
 
 from train import report
+from train.metrics import f1_score
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -169,6 +170,9 @@ def test_report_content_matches_the_metrics(built_report, tiny_model, tiny_image
     # the per-class test table = metrics
     for cls, numbers in metrics["test"]["per_class"].items():
         assert f"<td>{100 * numbers['recall']:.1f}%</td>" in page
+        f1 = f1_score(numbers["precision"], numbers["recall"])
+        assert f'<td class="l">{cls}</td><td>{100 * numbers["precision"]:.1f}%</td>' in page
+        assert f"<td>{100 * f1:.1f}%</td><td>{numbers['support']}</td>" in page
     assert f"{100 * metrics['test']['accuracy']:.1f}%" in page
     assert 'loading="lazy"' in page and 'preload="none"' in page
     # correct samples: at most --per-class 3 per class
@@ -254,6 +258,25 @@ def test_report_without_audio_root_still_renders(tiny_model, tiny_images, tmp_pa
     assert "without audio" in capsys.readouterr().out
     page = (tmp_path / "r" / "index.html").read_text()
     assert "audio not found" in page and "<audio" not in page
+
+
+@pytest.mark.slow  # trains the session's tiny model
+def test_report_escapes_what_the_data_folder_says(tiny_model, tiny_images, tmp_path):
+    """Names and reasons come from files anyone can write (manifest.csv): shown as text, never as markup."""
+    images = tmp_path / "images"
+    shutil.copytree(tiny_images, images)
+    with open(images / "manifest.csv", "a", encoding="utf-8") as handle:
+        handle.write('yes/a&b<i>.wav,,train,yes,,failed,"<script>alert(1)</script> bad header",,,,,,,\n')
+    assert report.main([str(tiny_model), "--out", str(tmp_path / "r"), "--images", str(images)]) == 0
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "2 clip(s) could not be rendered" in page
+    assert '<td class="l">yes/a&amp;b&lt;i&gt;.wav</td><td class="l">&lt;script&gt;alert(1)&lt;/script&gt; bad' in page
+    assert "<script>alert" not in page and "<i>" not in page
+
+
+def test_f1_is_the_harmonic_mean_of_precision_and_recall():
+    assert f1_score(0.5, 1.0) == pytest.approx(2 / 3)
+    assert f1_score(0.0, 0.0) == 0.0 and f1_score(None, 0.5) is None
 
 
 def test_scrub_removes_machine_directories():

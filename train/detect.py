@@ -22,13 +22,24 @@ word, louder than what surrounds it, does. Gated windows enter the posterior ave
 non-speech bursts pass the gate and are left to the threshold: a model trained with a
 background/unknown class is the real fix for those.
 
-All functions are pure (numpy in, numpy/dataclasses out) so they are tested without a model.
+All functions above `scan` are pure (numpy in, numpy/dataclasses out) so they are tested without a
+model; `scan` / `scan_file` run a train.predict.Predictor over the windows and return a `Scan`.
 """
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import os
+from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
+
+from preprocess.openworld import UNKNOWN
+from preprocess.render import MAX_AUDIO_SECONDS, audio_blocks, open_audio
+
+if TYPE_CHECKING:
+    from train.predict import Predictor
 
 # ---------------------------------------------------------------- defaults (seconds, dB)
 DEFAULT_HOP_S = 0.25          # one window every 250 ms: each word is seen by about 4 windows
@@ -51,6 +62,10 @@ ABSOLUTE_FLOOR_DB = -65.0     # ... and above this level (dBFS; below it is sile
 MIN_ACTIVE_S = 0.15           # a window needs this much active audio to be allowed to fire
 MAX_GAP_S = 0.15              # quieter gaps inside a word (a stop consonant) up to this long
 SILENCE_DB = -120.0           # level reported for digital silence (keeps log finite)
+SCAN_BATCH_SIZE = 8   # windows per forward pass when predict scans a file: a batch of 64 costs ~110 MB of
+                      # activations (specresnet, 201x81), more than the rest of the scan
+SCAN_WAVE_BATCH_SIZE = 64     # windows per forward pass of scan() on a waveform already in memory
+ENVELOPE_BLOCKS = 4000        # min/max pairs kept for the timeline plot of a long recording
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,3 +344,95 @@ def active_stretches(frames_active: np.ndarray, max_gap_s: float = MAX_GAP_S) ->
         else:
             merged.append([a, b])
     return np.array(merged, dtype=np.float64).reshape(-1, 2)
+
+
+# ---------------------------------------------------------------- a recording through a model
+
+@dataclasses.dataclass
+class Scan:
+    """A long recording: per-window posteriors and the detections made from them."""
+    path: str
+    envelope: np.ndarray  # [blocks, 2] min and max of the waveform per block of `envelope_step` samples
+    envelope_step: int
+    num_samples: int
+    sample_rate: int
+    window_s: float
+    starts_s: np.ndarray
+    probs: np.ndarray
+    smoothed: np.ndarray
+    window_active: np.ndarray | None
+    detections: list[Detection]
+    threshold: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_samples / self.sample_rate
+
+    def to_dict(self) -> dict:
+        best = max(self.detections, key=lambda d: d.confidence, default=None)
+        return {"path": self.path, "label": best.label if best else UNKNOWN,
+                "confidence": round(best.confidence, 6) if best else 0.0, "target": best is not None,
+                "duration_s": round(self.duration_s, 3), "threshold": self.threshold,
+                "detections": [d.to_dict() for d in self.detections]}
+
+    def to_lines(self) -> list[str]:
+        if not self.detections:
+            return [f"{self.path}  {UNKNOWN}  0.000  (no detection in {self.duration_s:.2f} s)"]
+        return [f"{self.path}  {d.label}  {d.confidence:.3f}  {d.start:.2f}-{d.end:.2f} s"
+                for d in self.detections]
+
+
+def scan(predictor: Predictor, path: str, wave, hop_s: float = DEFAULT_HOP_S,
+         smooth_s: float = DEFAULT_SMOOTH_S, threshold: float = DEFAULT_THRESHOLD,
+         refractory_s: float = DEFAULT_REFRACTORY_S, gate_db: float | None = None,
+         batch_size: int = SCAN_WAVE_BATCH_SIZE, estimate: int | None = None) -> Scan:
+    """Windows of the model's duration every hop, each rendered like a clip (predictor.audio_tensor),
+    then the pipeline above. Only target words are reported; gate_db None: predictor.default_gate_db().
+
+    `wave`: the waveform at the model's rate, or an iterable of consecutive blocks of it (then
+    `estimate`, its approximate length, sizes the plot envelope). Blocks are consumed as they come
+    (WindowFeeder): only the last block and one window are held.
+    """
+    gate_db = predictor.default_gate_db() if gate_db is None else gate_db
+    rate, window = predictor.settings.sample_rate, predictor.settings.num_samples
+    hop = max(1, int(round(hop_s * rate)))
+    blocks = [wave] if isinstance(wave, np.ndarray) else wave
+    if estimate is None:
+        estimate = len(wave) if isinstance(wave, np.ndarray) else 0
+    feeder = WindowFeeder(rate, window, hop, envelope_step=max(1, estimate // ENVELOPE_BLOCKS))
+    probs, batch = [], []
+
+    def flush():
+        if batch:
+            probs.append(torch.softmax(predictor.logits(torch.stack(batch)).double(), dim=1).numpy())
+            batch.clear()
+
+    for block in itertools.chain(blocks, [None]):  # None: the end
+        for segment in feeder.feed(block):
+            batch.append(predictor.audio_tensor(segment))
+            if len(batch) >= batch_size:
+                flush()
+    flush()
+    probs = np.concatenate(probs)
+    starts = window_starts(feeder.total, window, hop)
+    starts_s, window_s = starts / rate, window / rate
+    levels = feeder.levels()
+    frames = window_active = None
+    if gate_db > 0:
+        frames = active_frames(levels, gate_db)
+        window_active = window_activity(frames, starts_s, window_s)
+    gated = probs if window_active is None else gate_posteriors(probs, window_active)
+    smoothed = smooth_posteriors(gated, span_windows(smooth_s, hop / rate))
+    found = find_detections(starts_s, smoothed, predictor.classes, window_s, threshold, refractory_s,
+                            window_active, frames, levels, targets=predictor.targets)
+    return Scan(path, feeder.envelope(), feeder.envelope_step, feeder.total, rate, window_s, starts_s,
+                probs, smoothed, window_active, found, threshold)
+
+
+def scan_file(predictor: Predictor, path: str | os.PathLike, max_seconds: float = MAX_AUDIO_SECONDS,
+              **options) -> Scan:
+    """scan() of a recording decoded in blocks: memory is bounded whatever its length."""
+    settings = predictor.settings
+    with open_audio(path, None, max_seconds) as handle:
+        estimate = int(handle.frames * settings.sample_rate / handle.samplerate)
+        return scan(predictor, str(path), audio_blocks(handle, path, settings), estimate=estimate, **options)

@@ -1,12 +1,18 @@
-"""Scores and pictures of a run: per-class precision/recall, confusion matrix, curves.png, confusion.png."""
+"""Scores and pictures: per-class precision/recall/F1, confusion matrix, curves.png, confusion.png, and
+the timeline of a long recording scanned by predict."""
 from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from preprocess.atomic import atomic_write_text, atomic_writer
+
+if TYPE_CHECKING:
+    from train.detect import Scan
 
 
 def confusion_matrix(labels, predictions, num_classes: int) -> list[list[int]]:
@@ -33,6 +39,13 @@ def classification_report(labels, predictions, classes: list[str]) -> dict:
                            "recall": confusion[i][i] / support if support else 0.0,
                            "support": support}
     return {"accuracy": correct / total if total else 0.0, "per_class": per_class, "confusion": confusion}
+
+
+def f1_score(precision: float | None, recall: float | None) -> float | None:
+    """Harmonic mean of precision and recall; 0.0 when both are 0, None when either is unknown."""
+    if precision is None or recall is None:
+        return None
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
 
 
 def format_confusion(confusion: list[list[int]], classes: list[str]) -> str:
@@ -86,6 +99,44 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: str | o
     with atomic_writer(path) as handle:
         fig.savefig(handle, format="png", dpi=100)
     plt.close(fig)
+
+
+def plot_timeline(scan: Scan, classes: list[str], out: str | os.PathLike) -> None:
+    """A long recording scanned by train.detect: waveform with the detections on top, per-class
+    confidence over time below; atomic write."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
+
+    colors = [f"C{i}" for i in range(len(classes))]
+    fig = Figure(figsize=(12, 5.5), constrained_layout=True)
+    ax_wave, ax_prob = fig.subplots(2, 1, sharex=True)
+    step, lows, highs = scan.envelope_step, scan.envelope[:, 0], scan.envelope[:, 1]  # keeps peaks visible
+    times = (np.arange(len(lows)) * step + step / 2) / scan.sample_rate
+    ax_wave.fill_between(times, lows, highs, color="0.35", linewidth=0)
+    peak = float(max(np.abs(scan.envelope).max(initial=0.0), 0.0)) or 1.0
+    for d in scan.detections:
+        color = colors[classes.index(d.label)]
+        ax_wave.axvspan(d.start, d.end, color=color, alpha=0.25)
+        ax_wave.text(d.time, peak * 1.02, f"{d.label} {d.confidence:.2f}", ha="center", va="bottom",
+                     color=color, fontsize=9, fontweight="bold")
+    ax_wave.set_ylim(-peak * 1.05, peak * 1.25)
+    ax_wave.set_ylabel("amplitude")
+    ax_wave.set_title(f"{scan.path}: {len(scan.detections)} detection(s)")
+
+    centres = scan.starts_s + scan.window_s / 2
+    if scan.window_active is not None:
+        ax_prob.fill_between(centres, 0, 1.02, where=~scan.window_active, step="mid", color="0.9",
+                             label="gated: no sound event")
+    for i, name in enumerate(classes):
+        ax_prob.plot(centres, scan.probs[:, i], color=colors[i], linewidth=0.7, alpha=0.45, linestyle="--")
+        ax_prob.plot(centres, scan.smoothed[:, i], color=colors[i], linewidth=1.8, label=f"{name} (smoothed)")
+    ax_prob.axhline(scan.threshold, color="black", linestyle=":", linewidth=1, label="threshold")
+    ax_prob.set_ylim(0, 1.02)
+    ax_prob.set_xlim(0, max(scan.duration_s, centres[-1]))
+    ax_prob.set_xlabel("time (s), confidence drawn at the centre of each window (dashed: raw)")
+    ax_prob.set_ylabel("confidence")
+    ax_prob.legend(loc="upper right", fontsize=8, ncol=len(classes) + 2)
+    with atomic_writer(out) as handle:
+        fig.savefig(handle, format="png", dpi=110)
 
 
 def _pyplot():

@@ -219,11 +219,11 @@ def scan_scores(predictor: Predictor, material: Material, minutes: float, seed: 
     others = [(w, load_audio(p, settings)) for w, p in material.others["test"]]
     targets = [(w, load_audio(p, settings)) for w, p in material.targets["test"]]
     quiet, _ = long_recording(material, others, minutes, seed)  # every test other word, once
-    found = predictor.scan("long-others", quiet, gate_db=gate_db).detections
+    found = detect.scan(predictor, "long-others", quiet, gate_db=gate_db).detections
     hours = len(quiet) / SAMPLE_RATE / 3600
     mixed_words = [x for pair in zip(targets, others) for x in pair] + targets[len(others):]
     mixed, laid = long_recording(material, mixed_words, 0.0, seed + 1)  # each target, between other words
-    scan = predictor.scan("long-targets", mixed, gate_db=gate_db)
+    scan = detect.scan(predictor, "long-targets", mixed, gate_db=gate_db)
     laid_targets = [(w, a, b) for w, a, b in laid if w in TARGETS]
     misses = scan_misses(scan, predictor.classes, laid_targets)
     recalled = len(laid_targets) - sum(misses.values())

@@ -2,20 +2,25 @@
 
     python -m train.predict --model models/demo/model.pt clip.wav images/test/yes/a.png folder/ long.wav
 
+    from train.predict import predict, Options                   # the same from Python
+    results = predict(["clip.wav", "folder/"], "models/demo/model.pt", Options(top_k=2))
+    results.answers   # Prediction (a clip or PNG) or detect.Scan (a long recording), in input order
+    results.failures  # Failure(path, message) for each input that could not be answered
+
 A wav is rendered in memory by `preprocess.render` with the settings stored in the checkpoint, so it
 gets exactly the pixels `python -m preprocess` would have written; a PNG is read as ImageFolder reads
 it. The network input is ToTensor() of that image (any normalisation lives inside the model).
 A clip longer than the model's duration by more than one hop is scanned with sliding windows
-(train.detect) and reported as word detections with times.
+(train.detect.scan_file) and reported as word detections with times.
 """
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,22 +30,18 @@ from tqdm import tqdm
 
 from preprocess.cli import SpecVisionError
 from preprocess import cli
-from preprocess.atomic import atomic_writer
 from preprocess.images import ImageError, decode, open_png
-from preprocess.openworld import SILENCE, target_classes
-from preprocess.render import (AUDIO_EXTENSIONS, MAX_AUDIO_SECONDS, AudioError, audio_blocks, image_to_tensor,
-                               load_audio, open_audio, render_image)
+from preprocess.openworld import SILENCE, UNKNOWN, target_classes
+from preprocess.render import (AUDIO_EXTENSIONS, MAX_AUDIO_SECONDS, AudioError, image_to_tensor, load_audio,
+                               open_audio, render_image)
 from train import detect
 from train.checkpoint import CheckpointError, load_model
+from train.metrics import plot_timeline
 
 BATCH_SIZE = 64
 PNG_EXTENSIONS = (".png",)
-UNKNOWN = "unknown"
 BENCH_MAX_CLIPS = 200
 BENCH_WARMUP = 5
-SCAN_BATCH_SIZE = 8   # windows per forward pass in a long-recording scan: a batch of 64 costs ~110 MB of
-                      # activations (specresnet, 201x81), more than the rest of the scan
-ENVELOPE_BLOCKS = 4000  # min/max pairs kept for the timeline plot of a long recording
 EXIT_OK, EXIT_INPUT_FAILED, EXIT_UNUSABLE = 0, 1, 2
 
 
@@ -72,39 +73,52 @@ class Prediction:
             line += "  (" + ", ".join(f"{lab} {p:.3f}" for lab, p in self.top_k) + ")"
         return line
 
+    def to_lines(self) -> list[str]:
+        return [self.to_line()]
+
 
 @dataclass
-class Scan:
-    """A long recording: per-window posteriors and the detections made from them."""
+class Failure:
+    """One input that could not be answered: the message names the file and the reason."""
     path: str
-    envelope: np.ndarray  # [blocks, 2] min and max of the waveform per block of `envelope_step` samples
-    envelope_step: int
-    num_samples: int
-    sample_rate: int
-    window_s: float
-    starts_s: np.ndarray
-    probs: np.ndarray
-    smoothed: np.ndarray
-    window_active: np.ndarray | None
-    detections: list[detect.Detection]
-    threshold: float
+    message: str
+
+
+@dataclass
+class Results:
+    """What predict() gives back, each list in input order."""
+    answers: list[Prediction | detect.Scan]
+    failures: list[Failure]
 
     @property
-    def duration_s(self) -> float:
-        return self.num_samples / self.sample_rate
+    def scans(self) -> list[detect.Scan]:
+        return [a for a in self.answers if isinstance(a, detect.Scan)]
 
-    def to_dict(self) -> dict:
-        best = max(self.detections, key=lambda d: d.confidence, default=None)
-        return {"path": self.path, "label": best.label if best else UNKNOWN,
-                "confidence": round(best.confidence, 6) if best else 0.0, "target": best is not None,
-                "duration_s": round(self.duration_s, 3), "threshold": self.threshold,
-                "detections": [d.to_dict() for d in self.detections]}
 
-    def to_lines(self) -> list[str]:
-        if not self.detections:
-            return [f"{self.path}  {UNKNOWN}  0.000  (no detection in {self.duration_s:.2f} s)"]
-        return [f"{self.path}  {d.label}  {d.confidence:.3f}  {d.start:.2f}-{d.end:.2f} s"
-                for d in self.detections]
+@dataclass(frozen=True)
+class Options:
+    """How inputs are answered; the defaults are the command line's."""
+    top_k: int = 1                  # also list the K most likely classes
+    threshold: float | None = None  # clips: below it the label is `unknown` (None: never); long
+                                    # recordings: smoothed confidence of a detection (None: detect's default)
+    hop_s: float = detect.DEFAULT_HOP_S          # long recordings: seconds between windows
+    smooth_s: float = detect.DEFAULT_SMOOTH_S    # ... seconds of posterior averaging
+    refractory_s: float = detect.DEFAULT_REFRACTORY_S  # ... detections closer than this are one word
+    gate_db: float | None = None    # ... energy gate (0: off; None: the model's default_gate_db())
+    max_seconds: float = MAX_AUDIO_SECONDS  # audio whose header declares more is refused
+    batch_size: int = BATCH_SIZE    # images per forward pass (at most detect.SCAN_BATCH_SIZE in a scan)
+
+    def check(self, predictor: Predictor | None = None) -> None:
+        """ValueError for values no run can use (named by their command-line flags); with a predictor,
+        also a hop longer than its window."""
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ValueError("--threshold must be between 0 and 1")
+        if (self.top_k < 1 or self.batch_size < 1 or self.hop_s <= 0 or self.smooth_s < 0
+                or self.refractory_s < 0):
+            raise ValueError("--top-k and --batch-size must be >= 1, --hop > 0, --smooth and --refractory >= 0")
+        if predictor is not None and self.hop_s > predictor.settings.duration:
+            raise ValueError(f"--hop {self.hop_s} is longer than the model's window "
+                             f"({predictor.settings.duration} s)")
 
 
 class Predictor:
@@ -160,7 +174,7 @@ class Predictor:
 
     def load(self, path: Path, hop_s: float,
              max_seconds: float = MAX_AUDIO_SECONDS) -> tuple[torch.Tensor | None, Path | None]:
-        """-> (image tensor, None) for a clip or PNG, (None, path) for a long recording (scan_file).
+        """-> (image tensor, None) for a clip or PNG, (None, path) for a long recording (detect.scan_file).
 
         Only a clip whose header says it is short is decoded here; a long recording is streamed."""
         suffix = path.suffix.lower()
@@ -197,174 +211,90 @@ class Predictor:
         GATE_WITH_SILENCE_DB (measured: docs/benchmarks.md, open-world keyword spotting)."""
         return detect.GATE_WITH_SILENCE_DB if SILENCE in self.classes else detect.ACTIVITY_MARGIN_DB
 
-    def scan_file(self, path: str | os.PathLike, max_seconds: float = MAX_AUDIO_SECONDS, **options) -> Scan:
-        """scan() of a recording decoded in blocks: memory is bounded whatever its length."""
-        with open_audio(path, None, max_seconds) as handle:
-            estimate = int(handle.frames * self.settings.sample_rate / handle.samplerate)
-            return self.scan(str(path), audio_blocks(handle, path, self.settings), estimate=estimate,
-                             **options)
 
-    def scan(self, path: str, wave, hop_s: float = detect.DEFAULT_HOP_S,
-             smooth_s: float = detect.DEFAULT_SMOOTH_S, threshold: float = detect.DEFAULT_THRESHOLD,
-             refractory_s: float = detect.DEFAULT_REFRACTORY_S, gate_db: float | None = None,
-             batch_size: int = BATCH_SIZE, estimate: int | None = None) -> Scan:
-        """Windows of the model's duration every hop, each rendered like a clip, then train.detect.
-        Only target words are reported; gate_db None: the model's default_gate_db().
+# ---------------------------------------------------------------- the library call
 
-        `wave`: the waveform at the model's rate, or an iterable of consecutive blocks of it (then
-        `estimate`, its approximate length, sizes the plot envelope). Blocks are consumed as they come
-        (detect.WindowFeeder): only the last block and one window are held.
-        """
-        gate_db = self.default_gate_db() if gate_db is None else gate_db
-        rate, window = self.settings.sample_rate, self.settings.num_samples
-        hop = max(1, int(round(hop_s * rate)))
-        blocks = [wave] if isinstance(wave, np.ndarray) else wave
-        if estimate is None:
-            estimate = len(wave) if isinstance(wave, np.ndarray) else 0
-        feeder = detect.WindowFeeder(rate, window, hop, envelope_step=max(1, estimate // ENVELOPE_BLOCKS))
-        probs, batch = [], []
-
-        def flush():
-            if batch:
-                probs.append(torch.softmax(self.logits(torch.stack(batch)).double(), dim=1).numpy())
-                batch.clear()
-
-        for block in itertools.chain(blocks, [None]):  # None: the end
-            for segment in feeder.feed(block):
-                batch.append(self.audio_tensor(segment))
-                if len(batch) >= batch_size:
-                    flush()
-        flush()
-        probs = np.concatenate(probs)
-        starts = detect.window_starts(feeder.total, window, hop)
-        starts_s, window_s = starts / rate, window / rate
-        levels = feeder.levels()
-        frames = window_active = None
-        if gate_db > 0:
-            frames = detect.active_frames(levels, gate_db)
-            window_active = detect.window_activity(frames, starts_s, window_s)
-        gated = probs if window_active is None else detect.gate_posteriors(probs, window_active)
-        smoothed = detect.smooth_posteriors(gated, detect.span_windows(smooth_s, hop / rate))
-        found = detect.find_detections(starts_s, smoothed, self.classes, window_s, threshold, refractory_s,
-                                       window_active, frames, levels, targets=self.targets)
-        return Scan(path, feeder.envelope(), feeder.envelope_step, feeder.total, rate, window_s, starts_s,
-                    probs, smoothed, window_active, found, threshold)
-
-
-# ---------------------------------------------------------------- files
-
-def expand_inputs(paths: list[str]) -> tuple[list[Path], list[str]]:
-    """Files named or found (recursively, sorted) in folders; errors for missing paths and empty folders."""
+def expand_inputs(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Failure]]:
+    """Files named or found (recursively, sorted) in folders; failures for missing paths and empty folders."""
     supported = set(AUDIO_EXTENSIONS) | set(PNG_EXTENSIONS)
-    files, errors = [], []
+    files, failures = [], []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
             found = sorted(f for f in path.rglob("*") if not f.is_dir() and f.suffix.lower() in supported
                            and not any(part.startswith(".") for part in f.relative_to(path).parts))
             odd = [f for f in found if not f.is_file()]  # FIFOs, sockets, dangling links: named, not read
-            errors += [f"{f}: not a regular file; not read" for f in odd]
+            failures += [Failure(str(f), f"{f}: not a regular file; not read") for f in odd]
             found = [f for f in found if f.is_file()]
             if not found:
-                errors.append(f"{path}: folder has no audio ({', '.join(AUDIO_EXTENSIONS)}) or .png files")
+                failures.append(Failure(str(path), f"{path}: folder has no audio "
+                                                   f"({', '.join(AUDIO_EXTENSIONS)}) or .png files"))
             files.extend(found)
         elif path.is_file():
             files.append(path)
         elif path.exists():
-            errors.append(f"{path}: not a regular file (a FIFO, socket or device); not read")
+            failures.append(Failure(str(path), f"{path}: not a regular file (a FIFO, socket or device); not read"))
         else:
-            errors.append(f"{path}: no such file or folder")
-    return files, errors
+            failures.append(Failure(str(path), f"{path}: no such file or folder"))
+    return files, failures
 
 
-def predict_files(predictor: Predictor, files: list[Path], args, emit,
-                  report_error) -> tuple[int, int, list[Scan]]:
-    """Classify `files` in order, batching clips; -> (answered, failed, scans). Never raises per file."""
+def iter_predictions(predictor: Predictor, paths: Iterable[str | os.PathLike], options: Options = Options(),
+                     progress: bool = False) -> Iterator[Prediction | detect.Scan | Failure]:
+    """Answer `paths` (files or folders) in input order, batching clips; a Failure per input that
+    cannot be answered, never an exception. A generator, so a caller can show answers as they come."""
+    files, failures = expand_inputs(paths)
+    yield from failures
     pending: list[tuple[str, torch.Tensor]] = []
-    answered = failed = 0
-    scans: list[Scan] = []
-    threshold = 0.0 if args.threshold is None else args.threshold
+    threshold = 0.0 if options.threshold is None else options.threshold
+    scan_options = {"hop_s": options.hop_s, "smooth_s": options.smooth_s, "refractory_s": options.refractory_s,
+                    "threshold": detect.DEFAULT_THRESHOLD if options.threshold is None else options.threshold,
+                    "gate_db": options.gate_db, "batch_size": min(options.batch_size, detect.SCAN_BATCH_SIZE)}
 
-    def flush():
-        nonlocal answered
+    def answer_pending() -> list[Prediction]:
+        answers = []
         if pending:
             logits = predictor.logits(torch.stack([t for _, t in pending]))
-            for (name, _), row in zip(pending, logits):
-                emit(predictor.prediction(name, row, threshold, args.top_k))
-                answered += 1
+            answers = [predictor.prediction(name, row, threshold, options.top_k)
+                       for (name, _), row in zip(pending, logits)]
             pending.clear()
+        return answers
 
-    progress = tqdm(files, desc="predict", unit="file", disable=True if len(files) < 2 else None)
-    for path in progress:
+    for path in tqdm(files, desc="predict", unit="file", disable=True if not progress or len(files) < 2 else None):
         try:
-            tensor, long_path = predictor.load(path, args.hop, args.max_seconds)
+            tensor, long_path = predictor.load(path, options.hop_s, options.max_seconds)
         except (AudioError, InputError) as err:
-            report_error(str(err))
-            failed += 1
+            yield Failure(str(path), str(err))
             continue
         if tensor is not None:
             pending.append((str(path), tensor))
-            if len(pending) >= args.batch_size:
-                flush()
+            if len(pending) >= options.batch_size:
+                yield from answer_pending()
             continue
-        flush()  # keep the output in input order
+        yield from answer_pending()  # keep the answers in input order
         try:
-            scan = predictor.scan_file(long_path, args.max_seconds, hop_s=args.hop, smooth_s=args.smooth,
-                                       threshold=detect.DEFAULT_THRESHOLD if args.threshold is None
-                                       else args.threshold, refractory_s=args.refractory,
-                                       gate_db=args.gate_db,
-                                       batch_size=min(args.batch_size, SCAN_BATCH_SIZE))
+            yield detect.scan_file(predictor, long_path, options.max_seconds, **scan_options)
         except AudioError as err:  # found while streaming (a corrupt block, NaN samples)
-            report_error(str(err))
-            failed += 1
-            continue
-        scans.append(scan)
-        emit(scan)
-        answered += 1
-    flush()
-    return answered, failed, scans
+            yield Failure(str(path), str(err))
+    yield from answer_pending()
 
 
-# ---------------------------------------------------------------- timeline plot
-
-def plot_timeline(scan: Scan, classes: list[str], out: Path) -> None:
-    """Waveform with the detections on top, per-class confidence over time below; atomic write."""
-    from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
-
-    colors = [f"C{i}" for i in range(len(classes))]
-    fig = Figure(figsize=(12, 5.5), constrained_layout=True)
-    ax_wave, ax_prob = fig.subplots(2, 1, sharex=True)
-    step, lows, highs = scan.envelope_step, scan.envelope[:, 0], scan.envelope[:, 1]  # keeps peaks visible
-    times = (np.arange(len(lows)) * step + step / 2) / scan.sample_rate
-    ax_wave.fill_between(times, lows, highs, color="0.35", linewidth=0)
-    peak = float(max(np.abs(scan.envelope).max(initial=0.0), 0.0)) or 1.0
-    for d in scan.detections:
-        color = colors[classes.index(d.label)]
-        ax_wave.axvspan(d.start, d.end, color=color, alpha=0.25)
-        ax_wave.text(d.time, peak * 1.02, f"{d.label} {d.confidence:.2f}", ha="center", va="bottom",
-                     color=color, fontsize=9, fontweight="bold")
-    ax_wave.set_ylim(-peak * 1.05, peak * 1.25)
-    ax_wave.set_ylabel("amplitude")
-    ax_wave.set_title(f"{scan.path}: {len(scan.detections)} detection(s)")
-
-    centres = scan.starts_s + scan.window_s / 2
-    if scan.window_active is not None:
-        ax_prob.fill_between(centres, 0, 1.02, where=~scan.window_active, step="mid", color="0.9",
-                             label="gated: no sound event")
-    for i, name in enumerate(classes):
-        ax_prob.plot(centres, scan.probs[:, i], color=colors[i], linewidth=0.7, alpha=0.45, linestyle="--")
-        ax_prob.plot(centres, scan.smoothed[:, i], color=colors[i], linewidth=1.8, label=f"{name} (smoothed)")
-    ax_prob.axhline(scan.threshold, color="black", linestyle=":", linewidth=1, label="threshold")
-    ax_prob.set_ylim(0, 1.02)
-    ax_prob.set_xlim(0, max(scan.duration_s, centres[-1]))
-    ax_prob.set_xlabel("time (s), confidence drawn at the centre of each window (dashed: raw)")
-    ax_prob.set_ylabel("confidence")
-    ax_prob.legend(loc="upper right", fontsize=8, ncol=len(classes) + 2)
-    with atomic_writer(out) as handle:
-        fig.savefig(handle, format="png", dpi=110)
+def predict(paths: str | os.PathLike | Iterable[str | os.PathLike], model: str | os.PathLike | Predictor,
+            options: Options = Options(), device: str = "cpu", progress: bool = False) -> Results:
+    """Classify clips and PNGs and scan long recordings (files or folders) with `model` (a model.pt
+    path or a loaded Predictor). Raises CheckpointError for an unusable model and ValueError for
+    unusable options; a bad input is a Failure in the results, the others are still answered."""
+    predictor = model if isinstance(model, Predictor) else Predictor(model, device)
+    options.check(predictor)
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    results = Results([], [])
+    for item in iter_predictions(predictor, paths, options, progress):
+        (results.failures if isinstance(item, Failure) else results.answers).append(item)
+    return results
 
 
-def plot_paths(out: Path, scans: list[Scan]) -> list[Path]:
+def plot_paths(out: Path, scans: list[detect.Scan]) -> list[Path]:
     """One scan -> `out`; several -> `out` with each recording's name added (timeline_long1.png ...)."""
     if len(scans) == 1:
         return [out]
@@ -396,11 +326,10 @@ def bench(predictor: Predictor, folder: Path, batch_size: int) -> dict:
     ms = np.array(stages) * 1000.0
     total = ms.sum(axis=1)
 
-    args = build_parser().parse_args(["--model", "-", "--batch-size", str(batch_size)])  # CLI defaults
-    errors: list[str] = []
     start = time.perf_counter()
-    answered, failed, _ = predict_files(predictor, clips, args, lambda _: None, errors.append)
+    results = predict(clips, predictor, Options(batch_size=batch_size), progress=True)
     wall = time.perf_counter() - start
+    answered, failed = len(results.answers), len(results.failures)
     return {"median_ms": round(float(np.median(total)), 3),
             "p95_ms": round(float(np.percentile(total, 95)), 3),
             "clips_per_s": round(answered / wall, 1),
@@ -457,8 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "file")
     cli.add_max_seconds_flag(parser, MAX_AUDIO_SECONDS)
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
-                        help=f"images per forward pass (default %(default)s; at most {SCAN_BATCH_SIZE} in a "
-                             f"long-recording scan, to bound its memory)")
+                        help=f"images per forward pass (default %(default)s; at most "
+                             f"{detect.SCAN_BATCH_SIZE} in a long-recording scan, to bound its memory)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--bench", type=Path, metavar="DIR",
                         help="benchmark on the clips under DIR: latency wav -> label (median, p95 over up to "
@@ -472,17 +401,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.paths and args.bench is None:
         parser.error("give at least one PATH (or --bench DIR)")
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-        parser.error("--threshold must be between 0 and 1")
-    if args.top_k < 1 or args.batch_size < 1 or args.hop <= 0 or args.smooth < 0 or args.refractory < 0:
-        parser.error("--top-k and --batch-size must be >= 1, --hop > 0, --smooth and --refractory >= 0")
+    options = Options(top_k=args.top_k, threshold=args.threshold, hop_s=args.hop, smooth_s=args.smooth,
+                      refractory_s=args.refractory, gate_db=args.gate_db, max_seconds=args.max_seconds,
+                      batch_size=args.batch_size)
+    try:
+        options.check()
+    except ValueError as err:
+        parser.error(str(err))
     try:
         predictor = Predictor(args.model, "cpu" if args.bench else args.device)
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_UNUSABLE
-    if args.hop > predictor.settings.duration:
-        parser.error(f"--hop {args.hop} is longer than the model's window ({predictor.settings.duration} s)")
+    try:
+        options.check(predictor)
+    except ValueError as err:
+        parser.error(str(err))
 
     if args.bench is not None:
         try:
@@ -499,25 +433,22 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return EXIT_OK if result["failed"] == 0 else EXIT_INPUT_FAILED
 
-    def emit(answer):
-        if args.json:
-            tqdm.write(json.dumps(answer.to_dict()), file=sys.stdout)
-        else:
-            for line in [answer.to_line()] if isinstance(answer, Prediction) else answer.to_lines():
-                tqdm.write(line, file=sys.stdout)
-
-    def report_error(message: str):
-        tqdm.write(f"error: {message}", file=sys.stderr)
-
-    files, errors = expand_inputs(args.paths)
-    for message in errors:
-        report_error(message)
-    answered, failed, scans = predict_files(predictor, files, args, emit, report_error)
-    failed += len(errors)
+    answered = failed = 0
+    scans: list[detect.Scan] = []
+    for item in iter_predictions(predictor, args.paths, options, progress=True):
+        if isinstance(item, Failure):
+            tqdm.write(f"error: {item.message}", file=sys.stderr)
+            failed += 1
+            continue
+        answered += 1
+        if isinstance(item, detect.Scan) and args.plot is not None:
+            scans.append(item)
+        for line in [json.dumps(item.to_dict())] if args.json else item.to_lines():
+            tqdm.write(line, file=sys.stdout)
     if args.plot is not None:
         if not scans:
-            report_error(f"{args.plot}: no timeline drawn: no input was longer than the model's "
-                         f"{predictor.settings.duration} s window")
+            tqdm.write(f"error: {args.plot}: no timeline drawn: no input was longer than the model's "
+                       f"{predictor.settings.duration} s window", file=sys.stderr)
             failed += 1
         for scan, out in zip(scans, plot_paths(args.plot, scans)):
             plot_timeline(scan, predictor.classes, out)

@@ -4,9 +4,11 @@
 
 Reads models/NAME/model.pt and metrics.json, the images dir named in metrics.json (its render.json
 and manifest.csv) and the source clips under render.json's audio root. Writes OUT/index.html plus
-the files it links to (PNGs, audio clips, curves.png), all by relative paths: no server, no external
-URL, no absolute path of this machine, so the folder can be zipped and shared. OUT is built in a
-temp folder and renamed into place, so a crash never leaves half a report.
+the files it links to (style.css, PNGs, audio clips, curves.png), all by relative paths: no server, no
+external URL, no absolute path of this machine, so the folder can be zipped and shared. OUT is built
+in a temp folder and renamed into place, so a crash never leaves half a report. The page is
+preprocess/templates/report.html (Jinja2, autoescaped): the dataset audit's base page, cards and
+stylesheet, so both look like one product; this module only gathers the numbers and files.
 """
 from __future__ import annotations
 
@@ -14,7 +16,6 @@ import argparse
 import collections
 import csv
 import dataclasses
-import html
 import json
 import random
 import re
@@ -31,15 +32,16 @@ from preprocess import cli, openworld
 from preprocess.atomic import replace_folder
 from preprocess.cli import SpecVisionError
 from preprocess.images import ImageError, decode, open_png
+from preprocess.pages import copy_stylesheet, environment
 from preprocess.layout import RENDER_JSON, SPLITS, SettingsError, read_render_record
 from preprocess.render import RenderSettings
 from train.checkpoint import CheckpointError, load_checkpoint
-from train.metrics import plot_curves
+from train.metrics import f1_score, plot_curves
 
 DEFAULT_OUT = "report"
 MAX_ERRORS = 300          # misclassified test images shown, most confident first; the rest are counted
 CORRECT_PER_CLASS = 12    # seeded sample of correctly classified test images per class
-PAGE_SIZE = 40            # cards per gallery page (pagination by a few lines of inline JS)
+PAGE_SIZE = 40            # cards per gallery page (pagination by a few lines of JS in the template)
 MAX_FAILED_LISTED = 50    # failed clips listed from manifest.csv
 THUMB_MAX_PX = 256        # PNGs larger than this on a side get a downscaled thumbnail
 GENERATOR = "specvision-report"  # marks an OUT folder this command may replace
@@ -181,8 +183,8 @@ def contained_file(folder: Path, rel: str) -> Path | None:
 
 
 def url(path: str) -> str:
-    """A relative link for href/src: percent-encoded (names with %, #, ? or spaces), then HTML-escaped."""
-    return esc(urllib.parse.quote(path, safe="/"))
+    """A relative link for href/src: percent-encoded (names with %, #, ? or spaces); the template escapes it."""
+    return urllib.parse.quote(path, safe="/")
 
 
 class Assets:
@@ -243,128 +245,34 @@ def _is_audio(path: Path) -> bool:
         return False
 
 
-# ---------------------------------------------------------------- HTML
-
-CSS = """
-body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:0 1rem 3rem;color:#222}
-h1{margin:1rem 0 .2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
-nav.toc a{margin-right:1rem}
-table{border-collapse:collapse;margin:.5rem 0}
-th,td{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}
-th{background:#f3f3f3}td.l,th.l{text-align:left}
-.cards{display:flex;flex-wrap:wrap;gap:.6rem}
-.stat{border:1px solid #ddd;border-radius:6px;padding:.4rem .8rem}.stat b{display:block;font-size:1.4rem}
-figure.card{margin:0;border:1px solid #ddd;border-radius:6px;padding:.4rem;width:190px;background:#fafafa}
-figure.card img{display:block;margin:0 auto;image-rendering:pixelated;background:#000}
-figure.card figcaption{font-size:12px;word-break:break-all}
-figure.card audio{width:100%;height:32px;margin-top:.3rem}
-.wrong{color:#b00020;font-weight:600}.ok{color:#1b7f3b;font-weight:600}
-.pager{margin:.6rem 0}.pager button{margin:0 .3rem}
-.row{display:flex;flex-wrap:wrap;gap:0 2.5rem;align-items:flex-start}
-img.figure{max-width:100%;height:auto}
-.note{color:#666}.warn{background:#fff4e0;border:1px solid #f0c36d;padding:.4rem .8rem;border-radius:6px}
-"""
-
-# Gallery pagination: without JS every card shows; with it, one page at a time (hidden cards'
-# lazy images are never fetched, so a page of thousands stays fast).
-JS = """
-document.querySelectorAll("[data-page-size]").forEach(function (gallery) {
-  var size = +gallery.dataset.pageSize, cards = Array.prototype.slice.call(gallery.children);
-  var pages = Math.ceil(cards.length / size);
-  if (pages < 2) return;
-  var pager = document.createElement("div"), prev = document.createElement("button"),
-      next = document.createElement("button"), label = document.createElement("span"), page = 0;
-  pager.className = "pager"; prev.type = next.type = "button";
-  prev.textContent = "\\u2190 previous"; next.textContent = "next \\u2192";
-  pager.append(prev, label, next);
-  gallery.parentNode.insertBefore(pager, gallery);
-  function show(p) {
-    page = Math.max(0, Math.min(pages - 1, p));
-    cards.forEach(function (card, i) { card.hidden = Math.floor(i / size) !== page; });
-    label.textContent = "page " + (page + 1) + " of " + pages;
-    prev.disabled = page === 0; next.disabled = page === pages - 1;
-  }
-  prev.addEventListener("click", function () { show(page - 1); });
-  next.addEventListener("click", function () { show(page + 1); });
-  show(0);
-});
-"""
-
-
-def esc(value) -> str:
-    return html.escape(str(value), quote=True)
-
+# ---------------------------------------------------------------- the page (preprocess/templates/report.html)
 
 def pct(value) -> str:
     return "–" if value is None else f"{100.0 * float(value):.1f}%"
 
 
-LEFT = ' class="l"'
-
-
-def table(header: list[str], rows: list[list], left: int = 1) -> str:
-    """A plain table; the first `left` columns are left-aligned labels. Cells are escaped."""
-    def cells(values, tag):
-        return "".join(f'<{tag}{LEFT if i < left else ""}>{esc(v)}</{tag}>' for i, v in enumerate(values))
-    body = "".join(f"<tr>{cells(r, 'td')}</tr>" for r in rows)
-    return f"<table><thead><tr>{cells(header, 'th')}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def card(pred: dict, assets: Assets, error: bool) -> str:
-    thumb, full, (w, h) = assets.image(pred["png"])
-    name = Path(pred["png"]).name
-    if thumb is None:
-        picture = '<p class="note">image missing</p>'
-    else:
-        picture = (f'<a href="{url(full)}"><img src="{url(thumb)}" width="{w}" height="{h}" loading="lazy" '
-                   f'alt="spectrogram of {esc(name)}"></a>')
+def tile(pred: dict, assets: Assets, error: bool) -> dict:
+    """One test image for the card template: its files copied in, what it is and what the model said."""
+    thumb, full, (width, height) = assets.image(pred["png"])
     clip = assets.audio(pred["png"])
-    player = (f'<audio controls preload="none"><source src="{url(clip[0])}" type="{clip[1]}"></audio>'
-              if clip else '<p class="note">audio not found</p>')
-    predicted = esc(pred["predicted"])
-    verdict = (f'true <b>{esc(pred["label"])}</b>, predicted <span class="wrong">{predicted}</span>'
-               if error else f'<span class="ok">{predicted}</span>')
-    return (f'<figure class="card">{picture}<figcaption>{esc(name)}<br>{verdict} '
-            f'(confidence {pct(pred["confidence"])})</figcaption>{player}</figure>')
+    return {"name": Path(pred["png"]).name, "img": thumb and url(thumb), "full": full and url(full),
+            "width": width, "height": height, "audio": clip and url(clip[0]), "audio_type": clip and clip[1],
+            "label": pred["label"], "predicted": pred["predicted"], "error": error,
+            "confidence": pct(pred["confidence"])}
 
 
-def confusion_table(classes: list[str], confusion: list[list[int]]) -> str:
-    """Counts with cells shaded by the share of their row (true class)."""
-    head = "".join(f"<th>{esc(c)}</th>" for c in classes)
-    rows = []
-    for cls, row in zip(classes, confusion):
-        total = sum(row) or 1
-        cells = []
-        for j, count in enumerate(row):
-            share = count / total
-            colour = "#fff" if share > 0.6 else "#222"
-            rgb = "27,127,59" if classes[j] == cls else "176,0,32"
-            cells.append(f'<td style="background:rgba({rgb},{share:.2f});color:{colour}" '
-                         f'title="{count} of {sum(row)}">{count}</td>')
-        rows.append(f'<tr><th class="l">{esc(cls)}</th>{"".join(cells)}</tr>')
-    return (f'<table><thead><tr><th class="l">true \\ predicted</th>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>')
-
-
-def side_by_side(*blocks: str) -> str:
-    return '<div class="row">' + "".join(f"<div>{b}</div>" for b in blocks if b) + "</div>"
-
-
-def summary_section(inputs: Inputs, classes: list[str], predictions: list[dict], errors: list[dict]) -> str:
+def summary_context(inputs: Inputs, classes: list[str], predictions: list[dict], errors: list[dict]) -> dict:
     metrics, ckpt = inputs.metrics, inputs.ckpt
     stats = [("test accuracy", pct((metrics.get("test") or {}).get("accuracy"))),
              ("test images", len(predictions)), ("misclassified", len(errors)), ("classes", len(classes)),
              ("architecture", ckpt["arch"]), ("best epoch", metrics.get("best_epoch", "–")),
              ("best val accuracy", pct(metrics.get("best_val_acc")))]
-    html_ = '<div class="cards">' + "".join(f'<div class="stat">{esc(k)}<b>{esc(v)}</b></div>'
-                                             for k, v in stats) + "</div>"
-    if inputs.render_json and inputs.render_json.get("settings") != ckpt["render"]:
-        html_ += ('<p class="warn">The images dir was rendered with other settings than this model was '
-                  'trained on (render.json differs from model.pt): re-run preprocess or retrain.</p>')
-    return html_
+    targets = list(ckpt.get("targets") or openworld.target_classes(classes))
+    return {"stats": stats, "targets": targets if len(targets) < len(classes) else [],
+            "settings_differ": bool(inputs.render_json and inputs.render_json.get("settings") != ckpt["render"])}
 
 
-def dataset_section(inputs: Inputs) -> str:
+def dataset_context(inputs: Inputs) -> dict:
     counts, failed = dataset_counts(inputs)
     totals = collections.Counter()
     rows = []
@@ -373,107 +281,59 @@ def dataset_section(inputs: Inputs) -> str:
         totals.update(by_split)
     rows.append(["all"] + [totals[s] for s in SPLITS] + [sum(totals.values())])
     source = (inputs.render_json or {}).get("source", {})
-    images_name = Path(str(inputs.metrics.get("images", inputs.images))).name  # never the full path
-    parts = ['<h2 id="data">Dataset</h2>', table(["class"] + list(SPLITS) + ["total"], rows),
-             f'<p>Images: <code>{esc(images_name)}</code> ('
-             f'{"counts from manifest.csv" if inputs.manifest is not None else "counted from the folders"}); '
-             f'audio: <code>{esc(inputs.audio_root.name if inputs.audio_root else "unknown")}</code> '
-             f'({esc(source.get("kind", "unknown"))} source).</p>']
-    if failed:
-        listed = [[r.get("source", ""), scrub(r.get("reason", ""), inputs.audio_root)]
-                  for r in failed[:MAX_FAILED_LISTED]]
-        more = f" (first {MAX_FAILED_LISTED} listed)" if len(failed) > MAX_FAILED_LISTED else ""
-        parts += [f"<p>{len(failed)} clip(s) could not be rendered{more}:</p>",
-                  table(["source clip", "reason"], listed, left=2)]
-    return "".join(parts)
+    return {"rows": rows,
+            "images_name": Path(str(inputs.metrics.get("images", inputs.images))).name,  # never the full path
+            "counted": "counts from manifest.csv" if inputs.manifest is not None else "counted from the folders",
+            "audio_name": inputs.audio_root.name if inputs.audio_root else "unknown",
+            "source_kind": source.get("kind", "unknown"), "failed": len(failed),
+            "failed_rows": [[r.get("source", ""), scrub(r.get("reason", ""), inputs.audio_root)]
+                            for r in failed[:MAX_FAILED_LISTED]]}
 
 
-def settings_section(render: dict) -> str:
+def settings_rows(render: dict) -> list[list]:
     settings = RenderSettings.from_dict(render)
     height, width = settings.image_size
     lo, hi = settings.pixel_range
     rows = [[k, "default" if v is None else v] for k, v in render.items()]
-    rows += [["image size", f"{height} x {width} px, {settings.channels} channel(s)"],
-             ["pixel range", f"{lo:g} .. {hi:g} dB -> 0 .. 255"], ["settings hash", settings.digest()]]
-    return '<h2 id="settings">Render settings</h2>' + table(["setting", "value"], rows, left=2)
+    return rows + [["image size", f"{height} x {width} px, {settings.channels} channel(s)"],
+                   ["pixel range", f"{lo:g} .. {hi:g} dB -> 0 .. 255"], ["settings hash", settings.digest()]]
 
 
-def training_section(inputs: Inputs, out: Path) -> str:
+def training_context(inputs: Inputs, out: Path) -> dict:
     metrics, ckpt = inputs.metrics, inputs.ckpt
     epochs = metrics.get("epochs") or []
-    figure = '<p class="note">metrics.json has no epochs.</p>'
+    curves = None
     if epochs:
         plot_curves(epochs, out / "curves.png")  # the trainer's own plot, redrawn from metrics.json
-        with Image.open(out / "curves.png") as fig:
-            w, h = fig.size
-        figure = (f'<img src="curves.png" width="{w}" height="{h}" class="figure" '
-                  f'alt="training and validation loss and accuracy per epoch">')
-    n_params = sum(t.numel() for t in ckpt["state_dict"].values())
+        with Image.open(out / "curves.png") as figure:
+            curves = {"width": figure.size[0], "height": figure.size[1]}
     speed = metrics.get("train_images_per_s")
+    n_params = sum(t.numel() for t in ckpt["state_dict"].values())
     facts = [["architecture", ckpt["arch"]], ["parameters", f"{n_params:,}"],
              ["input size (C x H x W)", " x ".join(map(str, ckpt["input_size"]))],
              ["epochs run", len(epochs)], ["best epoch (saved weights)", metrics.get("best_epoch", "–")],
              ["training speed", f"{speed:.0f} images/s" if speed else "–"]]
-    details = ""
-    if epochs:
-        rows = [[e["epoch"], f'{e["train_loss"]:.4f}', pct(e["train_acc"]), f'{e["val_loss"]:.4f}',
-                 pct(e["val_acc"]), f'{e.get("lr", 0):.2g}', f'{e.get("seconds", 0):.1f}'] for e in epochs]
-        details = ("<details><summary>per-epoch numbers</summary>"
-                   + table(["epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds"], rows)
-                   + "</details>")
-    model = table(["model", ""], facts, left=2) + details
-    return '<h2 id="training">Training</h2>' + side_by_side(figure, model)
+    rows = [[e["epoch"], f'{e["train_loss"]:.4f}', pct(e["train_acc"]), f'{e["val_loss"]:.4f}',
+             pct(e["val_acc"]), f'{e.get("lr", 0):.2g}', f'{e.get("seconds", 0):.1f}'] for e in epochs]
+    return {"curves": curves, "model_facts": facts, "epochs": rows}
 
 
-def test_section(test: dict, classes: list[str], n_images: int) -> str:
+def test_context(test: dict, classes: list[str]) -> dict | None:
     if not test:
-        return '<h2 id="test">Test set</h2><p class="note">metrics.json has no test results.</p>'
-    loss = f', loss {test["loss"]:.4f}' if test.get("loss") is not None else ""
-    confusion = ""
-    if test.get("confusion"):
-        confusion = '<h3 id="confusion">Confusion matrix</h3>' + confusion_table(classes, test["confusion"])
-    per = test.get("per_class") or {}
-    rows = []
+        return None
+    confusion = []
+    for cls, row in zip(classes, test.get("confusion") or []):
+        total = sum(row)
+        confusion.append({"label": cls, "total": total, "cells": [
+            {"count": count, "share": count / (total or 1), "rgb": "27,127,59" if other == cls else "176,0,32"}
+            for other, count in zip(classes, row)]})  # shaded by the share of the true class's row
+    per_class = []
     for cls in classes:
-        m = per.get(cls, {})
+        m = (test.get("per_class") or {}).get(cls, {})
         p, r = m.get("precision"), m.get("recall")
-        f1 = 2 * p * r / (p + r) if p is not None and r is not None and p + r > 0 else None
-        rows.append([cls, pct(p), pct(r), pct(f1), m.get("support", "–")])
-    per_class = ('<h3 id="per-class">Per class</h3>'
-                 + table(["class", "precision", "recall", "F1", "support"], rows))
-    return (f'<h2 id="test">Test set</h2><p>Accuracy <b>{pct(test.get("accuracy"))}</b>{loss} on {n_images} '
-            f'images.</p>' + side_by_side(confusion, per_class))
-
-
-def gallery_sections(predictions: list[dict], errors: list[dict], shown: list[dict],
-                     correct: dict[str, list[dict]], assets: Assets, page_size: int) -> str:
-    parts = ['<h2 id="errors">Misclassified test images</h2>']
-    if not predictions:
-        parts.append('<p class="note">metrics.json has no test_predictions.</p>')
-    elif not errors:
-        parts.append("<p>None: every test image was classified correctly.</p>")
-    else:
-        capped = f", the {len(shown)} most confident shown" if len(shown) < len(errors) else ""
-        parts.append(f"<p>{len(errors)} of {len(predictions)} test images{capped}, most confident mistakes "
-                     f"first. Click a spectrogram for the full-size PNG.</p>")
-        cards = [card(p, assets, error=True) for p in tqdm(shown, desc="errors", unit="img", leave=False,
-                                                           disable=len(shown) < 200)]
-        parts.append(f'<div class="cards" data-page-size="{page_size}">{"".join(cards)}</div>')
-    parts.append('<h2 id="correct">Correctly classified samples</h2>')
-    for cls, sample in correct.items():
-        parts.append(f'<h3 id="correct-{esc(cls)}">{esc(cls)}</h3>')
-        if sample:
-            cards = "".join(card(p, assets, error=False) for p in sample)
-            parts.append(f'<div class="cards">{cards}</div>')
-        else:
-            parts.append('<p class="note">no correctly classified test image of this class.</p>')
-    return "\n".join(parts)
-
-
-def _targets_note(ckpt: dict, classes: list[str]) -> str:
-    """'(target words: ...)' when some classes are not words to spot (unknown, silence)."""
-    targets = ckpt.get("targets") or openworld.target_classes(classes)
-    return f" (target words: {esc(', '.join(targets))})" if len(targets) < len(classes) else ""
+        per_class.append([cls, pct(p), pct(r), pct(f1_score(p, r)), m.get("support", "–")])
+    return {"accuracy": pct(test.get("accuracy")), "confusion": confusion, "per_class": per_class,
+            "loss": f'{test["loss"]:.4f}' if test.get("loss") is not None else None}
 
 
 TOC = (("data", "dataset"), ("settings", "render settings"), ("training", "training"), ("test", "test set"),
@@ -488,22 +348,16 @@ def render_html(inputs: Inputs, out: Path, max_errors: int, per_class: int, page
     predictions = metrics.get("test_predictions") or []
     errors, shown, correct = split_predictions(predictions, classes, max_errors, per_class, seed)
     assets = Assets(out, inputs)
-    body = "\n".join([
-        summary_section(inputs, classes, predictions, errors),
-        side_by_side(dataset_section(inputs), settings_section(ckpt["render"])),
-        training_section(inputs, out),
-        test_section(metrics.get("test") or {}, classes, len(predictions)),
-        gallery_sections(predictions, errors, shown, correct, assets, page_size)])
-    title = f"SpecVision report: {inputs.name}"
-    toc = " ".join(f'<a href="#{anchor}">{text}</a>' for anchor, text in TOC)
-    page = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f'<meta name="generator" content="{GENERATOR}">\n<title>{esc(title)}</title>\n'
-            f'<link rel="icon" href="data:,">\n<style>{CSS}</style>\n</head>\n<body>\n'
-            f'<header><h1>{esc(title)}</h1><p class="note">classes: {esc(", ".join(classes))}'
-            f'{_targets_note(ckpt, classes)}</p>'
-            f'<nav class="toc">{toc}</nav></header>\n<main>\n{body}\n</main>\n<script>{JS}</script>\n'
-            f'</body>\n</html>\n')
+    copy_stylesheet(out)
+    shown_tiles = [tile(p, assets, error=True) for p in tqdm(shown, desc="errors", unit="img", leave=False,
+                                                             disable=len(shown) < 200)]
+    page = environment(generator=GENERATOR).get_template("report.html").render(
+        title=f"SpecVision report: {inputs.name}", root="", classes=classes, toc=TOC, splits=list(SPLITS),
+        **summary_context(inputs, classes, predictions, errors), dataset=dataset_context(inputs),
+        settings_rows=settings_rows(ckpt["render"]), **training_context(inputs, out),
+        test=test_context(metrics.get("test") or {}, classes), test_images=len(predictions),
+        errors=len(errors), shown=shown_tiles, page_size=page_size,
+        correct=[(cls, [tile(p, assets, error=False) for p in sample]) for cls, sample in correct.items()])
     summary = {"test_images": len(predictions), "misclassified": len(errors), "errors_shown": len(shown),
                "missing_audio": assets.missing_audio, "missing_images": assets.missing_images}
     return page, summary
