@@ -42,7 +42,6 @@ BATCH_SIZE = 64
 PNG_EXTENSIONS = (".png",)
 BENCH_MAX_CLIPS = 200
 BENCH_WARMUP = 5
-EXIT_OK, EXIT_INPUT_FAILED, EXIT_UNUSABLE = 0, 1, 2
 
 
 class InputError(SpecVisionError):
@@ -412,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         predictor = Predictor(args.model, "cpu" if args.bench else args.device)
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
-        return EXIT_UNUSABLE
+        return cli.EXIT_UNUSABLE
     try:
         options.check(predictor)
     except ValueError as err:
@@ -423,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
             result = bench(predictor, args.bench, args.batch_size)
         except InputError as err:
             print(f"error: {err}", file=sys.stderr)
-            return EXIT_INPUT_FAILED
+            return cli.EXIT_INPUT_FAILED
         print(f"latency wav -> label, {result['latency_clips']} clips, 1 thread: "
               f"median {result['median_ms']:.2f} ms, p95 {result['p95_ms']:.2f} ms "
               f"(decode {result['decode_ms']:.2f} + render {result['render_ms']:.2f} "
@@ -431,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"throughput, {result['folder_clips']} clips in batches of {args.batch_size}: "
               f"{result['clips_per_s']:.1f} clips/s")
         print(json.dumps(result))
-        return EXIT_OK if result["failed"] == 0 else EXIT_INPUT_FAILED
+        return cli.EXIT_OK if result["failed"] == 0 else cli.EXIT_INPUT_FAILED
 
     answered = failed = 0
     scans: list[detect.Scan] = []
@@ -455,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"timeline: {out}", file=sys.stderr)
     if failed or answered != 1:
         print(f"predict: {answered} answered, {failed} failed", file=sys.stderr)
-    return EXIT_INPUT_FAILED if failed or not answered else EXIT_OK
+    return cli.EXIT_INPUT_FAILED if failed or not answered else cli.EXIT_OK
 
 
 if __name__ == "__main__":
