@@ -12,7 +12,7 @@ import pytest
 
 from preprocess import openworld, prepare, setups, sources, standin, synth
 
-PER_WORD = 16         # 8 speakers, seed 0: 6 in training, 1 in validation, 1 in testing (12 / 2 / 2 clips a word)
+PER_WORD = 16   # 8 speakers; seed 0: 6 in training, 1 in validation, 1 in testing (12 / 2 / 2 clips a word)
 SPLIT_OF_SET = {"training": "train", "validation": "val", "testing": "test"}
 EXTRA = [openworld.UNKNOWN, openworld.SILENCE]
 
@@ -26,7 +26,8 @@ def standin_dir(tmp_path_factory) -> Path:
     return out
 
 
-def root_view(standin_dir: Path, root: Path, drop: set[str] = frozenset(), omit: set[str] = frozenset()) -> Path:
+def root_view(standin_dir: Path, root: Path, drop: set[str] = frozenset(),
+              omit: set[str] = frozenset()) -> Path:
     """A root that links to the stand-in, without the word folders `omit` and the clips `drop`."""
     root.mkdir()
     for entry in standin_dir.iterdir():
