@@ -23,6 +23,7 @@ import argparse
 import collections
 import dataclasses
 import hashlib
+import math
 import os
 import re
 from pathlib import Path
@@ -45,6 +46,9 @@ SILENCE_GAIN_DB = (-45.0, 0.0)   # random gain of a crop, uniform in dB (quiet r
 DIGITAL_SILENCE_PCT = 10.0       # share of the silence class that is digital silence (all zeros)
 CROP_FOLDER = ".openworld"       # OUT/.openworld/silence/*.wav: the crops, rendered like any clip
 SAMPLE_SALT = b"specvision-unknown-v1:"
+# What --unknown-pct/--silence-pct are a percent of (args.extra_counts; only preprocess/setups.py sets
+# the second): the split's images, or, as Google's speech_commands trainer, its target clips, rounded up.
+SHARE_OF_SPLIT, SHARE_OF_TARGETS = "of-split", "of-targets"
 # Google's speech_commands which_set(): for speakers the official lists do not name.
 
 
@@ -78,6 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="percent of the silence class that is digital silence (default: %(default)s)")
     group.add_argument("--seed", type=int, default=0,
                        help="picks the unknown clips and the silence crops (default: %(default)s)")
+    parser.set_defaults(extra_counts=SHARE_OF_SPLIT)
 
 
 def enabled(args: argparse.Namespace) -> bool:
@@ -179,9 +184,14 @@ def unknown_candidates(args: argparse.Namespace, targets: list[sources.Clip],
     return clips
 
 
-def split_counts(targets: list[sources.Clip], share_pct: float, other_pct: float) -> dict[str, int]:
-    """Images of one extra class per split so that it makes share_pct of the split's images."""
+def split_counts(targets: list[sources.Clip], share_pct: float, other_pct: float,
+                 rule: str = SHARE_OF_SPLIT) -> dict[str, int]:
+    """Images of one extra class per split so that it makes share_pct of the split's images; or, by
+    SHARE_OF_TARGETS, share_pct of the split's target clips rounded up (Google's input_data.py:
+    `int(math.ceil(set_size * percentage / 100))`, the same expression, so the same float rounding)."""
     per_split = collections.Counter(c.split for c in targets)
+    if rule == SHARE_OF_TARGETS:
+        return {s: int(math.ceil(per_split[s] * share_pct / 100)) for s in sources.SPLITS}
     rest = 100.0 - share_pct - other_pct
     return {s: int(round(per_split[s] * share_pct / rest)) for s in sources.SPLITS}
 
@@ -359,7 +369,7 @@ def extend(args: argparse.Namespace, targets: list[sources.Clip], source: dict, 
         if not candidates:
             raise OpenWorldError(f"--unknown-pct {args.unknown_pct:g}: no clips of non-target words found "
                                  f"under {root}{' or --unknown-root' if args.unknown_root else ''}")
-        counts = split_counts(targets, args.unknown_pct, args.silence_pct)
+        counts = split_counts(targets, args.unknown_pct, args.silence_pct, args.extra_counts)
         unknown, more = sample_unknown(candidates, counts, args.seed)
         clips += unknown
         notes += more
@@ -376,13 +386,16 @@ def extend(args: argparse.Namespace, targets: list[sources.Clip], source: dict, 
                                  f"--digital-silence-pct 100)")
         val_pct, test_pct = (args.val_pct, args.test_pct) if args.source == "folder" else (10.0, 10.0)
         regions = noise_regions(paths, lambda key: sources.which_set(key, val_pct, test_pct))
-        crops, more = plan_crops(regions, split_counts(targets, args.silence_pct, args.unknown_pct),
+        crops, more = plan_crops(regions, split_counts(targets, args.silence_pct, args.unknown_pct,
+                                                       args.extra_counts),
                                  args.seed, args.digital_silence_pct)
         notes += more
         clips += write_crops(crops, out / CROP_FOLDER / SILENCE)
         record["silence"] = {"pct": args.silence_pct, "digital_pct": args.digital_silence_pct,
                              "seed": args.seed, "gain_db": list(SILENCE_GAIN_DB),
                              "noise": [str(p.resolve()) for p in paths]}
+    if args.extra_counts != SHARE_OF_SPLIT:  # recorded only when not the default: older records stay valid
+        record["extra_counts"] = args.extra_counts
     return sorted(clips), record, notes
 
 

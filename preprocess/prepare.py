@@ -34,7 +34,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from preprocess import cli, download, flags, openworld, shards, sources
+from preprocess import cli, download, flags, openworld, setups, shards, sources
 from preprocess.cli import SpecVisionError
 from preprocess import workers as workers_pool
 from preprocess.atomic import atomic_write_text
@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--words", nargs="+", metavar="WORD",
                      help="classes to use (speechcommands default: yes no; folder default: every class "
                           "folder; folders starting with '_' are never classes)")
+    setups.add_argument(src)
     src.add_argument("--val-pct", type=float, default=10.0, metavar="PCT",
                      help="folder source without train/val/test folders: percent of speakers for val "
                           "(default: %(default)s)")
@@ -162,8 +163,9 @@ def collect_clips(args: argparse.Namespace) -> tuple[list[sources.Clip], dict]:
     if root is None:
         root = download.fetch_speech_commands(args.version, args.data_dir, url=args.url,
                                               sha256=args.sha256, progress=not args.quiet)
+    setups.check_root(args, root)
     clips = sources.speechcommands_clips(root, args.words or DEFAULT_WORDS, args.version, args.lists)
-    return clips, {"kind": "speechcommands", "root": str(Path(root).resolve())}
+    return clips, setups.record(args, {"kind": "speechcommands", "root": str(Path(root).resolve())})
 
 
 # ---------------------------------------------------------------- output folder state
@@ -218,8 +220,10 @@ def check_out_dir(out: Path, settings: RenderSettings, source: dict, force: bool
         raise PrepareError(f"{out} holds images rendered with other settings ({changed}); "
                            f"use another --out, or --force to delete them and rebuild")
     if old_source != source:
+        differ = sorted(k for k in old_source.keys() | source.keys() if old_source.get(k) != source.get(k))
         raise PrepareError(f"{out} holds images of another source ({old_source['kind']} at "
-                           f"{old_source['root']}); use another --out, or --force to rebuild")
+                           f"{old_source['root']}; it differs in: {', '.join(differ)}); use another "
+                           f"--out, or --force to rebuild")
     return True
 
 
@@ -562,6 +566,7 @@ def prepare(args: argparse.Namespace) -> int:
         settings = settings_from_args(args)
     except ValueError as err:
         raise PrepareError(f"render settings: {err}") from None
+    setups.apply(args)  # --setup: fills in --words and the extra classes' shares
     openworld.check_options(args)
     clips, source = collect_clips(args)
     out: Path = args.out
