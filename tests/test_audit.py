@@ -258,9 +258,9 @@ def test_swapped_labels_are_contradicted_out_of_fold_and_ranked_first(tmp_path):
             wrong = f"{other}/spk{speaker:03d}_nohash_2.wav"
             _write(clips / wrong, sound[label](1000 + speaker))
             swapped.append(wrong)
-    images = tmp_path / "images"
+    images = tmp_path / "images"  # 129x63 images (n_fft 256, hop 256): half the pixels of the default
     assert prepare_main(["--source", "folder", "--root", str(clips), "--out", str(images), "--val-pct", "20",
-                         "--test-pct", "20", "--workers", "1", "--quiet"]) == 0
+                         "--test-pct", "20", "--workers", "1", "--quiet", "--n-fft", "256", "--hop-length", "256"]) == 0
     model_dir = tmp_path / "model"
     assert train_main(["--images", str(images), "--out", str(model_dir), "--epochs", "3", "--cache",
                        "--workers", "0", "--no-progress"]) == 0

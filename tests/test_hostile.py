@@ -46,13 +46,19 @@ def sparse_wav(path: Path, seconds: float, rate: int, channels: int = 1) -> Path
 
 
 def png_bomb(path: Path, side: int) -> Path:
-    """A valid gray PNG of side x side zero pixels (20000: 400 M pixels in a few hundred KB), built row
-    block by row block so the test itself never holds it."""
+    """A valid gray PNG of side x side zero pixels (20000: 400 M pixels in a few hundred KB), built from
+    one compressed block of 500 rows repeated: a full flush ends the block at a byte boundary with no
+    reference to earlier data, so copies of it decode one after the other (the zlib header and the
+    Adler-32 of all rows around them). Never 400 MB in memory, nor compressed (that took seconds)."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    packer = zlib.compressobj(9)
-    rows = b"\x00" * ((side + 1) * 500)  # filter byte + pixels, 500 rows at a time
-    data = b"".join(packer.compress(rows) for _ in range(side // 500)) + packer.flush()
+    rows = b"\x00" * ((side + 1) * 500)  # filter byte + pixels, 500 rows
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate: the zlib framing is written here
+    block = packer.compress(rows) + packer.flush(zlib.Z_FULL_FLUSH)
+    size = len(rows) * (side // 500)
+    checksum = (size % 65521) << 16 | 1  # Adler-32 of `size` zero bytes: sum 1, sum of sums `size`
+    data = (b"\x78\xda" + block * (side // 500) + zlib.compressobj(9, zlib.DEFLATED, -15).flush()
+            + struct.pack(">I", checksum))
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
                      + chunk(b"IDAT", data) + chunk(b"IEND", b""))
     return path
