@@ -80,7 +80,7 @@ def real_images(real_data, tmp_path_factory) -> Path:
 
 # ---------------------------------------------------------------- synthetic speech (every machine)
 
-SPEECH_PER_WORD = 150  # clips per word: 75 eSpeak speakers, split 192/36/72 images (train/val/test)
+SPEECH_PER_WORD = 100  # clips per word: 50 eSpeak speakers, split 132/12/56 images (train/val/test)
 SPEECH_EPOCHS = 2      # `python -m train` epochs of the shared synthetic model (a real, weak model)
 REAL_EPOCHS = 3        # the real-clips model: enough to tell yes/no for unseen speakers (5 gave 0.92, 3 0.90)
 BROKEN_CLIP = "yes/broken_nohash_0.wav"  # one undecodable file, so the manifest has a failure to show
