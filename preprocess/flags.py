@@ -97,12 +97,15 @@ def image_blocks(levels: np.ndarray) -> str:
     audit compares sketches by cosine similarity after removing their mean (see `sketch_vectors`),
     so a copy at another gain or in another encoding still matches.
     """
-    levels = np.asarray(levels, dtype=np.float32)
+    levels = np.asarray(levels, dtype=np.float64)
     if levels.ndim == 3:  # RGB: any fixed mix will do, the same for every image
         levels = levels.mean(axis=2)
-    rows = np.array_split(np.arange(levels.shape[0]), SKETCH_BANDS)
-    cols = np.array_split(np.arange(levels.shape[1]), SKETCH_BLOCKS)
-    blocks = np.array([[levels[r[0]:r[-1] + 1, c[0]:c[-1] + 1].mean() for c in cols] for r in rows])
+    # np.array_split's bands and blocks, their sums in one np.add.reduceat pass per axis
+    rows = [len(part) for part in np.array_split(np.arange(levels.shape[0]), SKETCH_BANDS)]
+    cols = [len(part) for part in np.array_split(np.arange(levels.shape[1]), SKETCH_BLOCKS)]
+    sums = np.add.reduceat(np.add.reduceat(levels, np.cumsum([0] + rows[:-1]), axis=0),
+                           np.cumsum([0] + cols[:-1]), axis=1)
+    blocks = sums / np.outer(rows, cols)
     return base64.b64encode(np.floor(blocks + 0.5).astype(np.uint8).tobytes()).decode("ascii")
 
 

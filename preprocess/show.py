@@ -87,11 +87,14 @@ def draw(views: list[ClipView], settings: RenderSettings):
     fig = plt.figure(figsize=(COLUMN_WIDTH_IN * n + 1.0, ROW_HEIGHT_IN * len(ROWS)), dpi=DPI,
                      layout="constrained")
     grid = fig.add_gridspec(len(ROWS), n + 1, width_ratios=[1.0] * n + [COLORBAR_WIDTH])
+    # the waveforms first, while the figure is nearly empty: each waveshow call draws the whole figure
+    # so far (twice, for its zoom callback), which took ~60 % of a 2-clip figure's time done last
     for col, view in enumerate(views):
         ax = fig.add_subplot(grid[0, col])
         librosa.display.waveshow(view.waveform, sr=sr, ax=ax, axis="time")
         ax.set(title=_clip_title(view, settings), xlabel="time (s)", ylabel="amplitude", ylim=(-1.05, 1.05))
 
+    for col, view in enumerate(views):
         for row, feature in enumerate(("spectrogram", "mel", "mfcc"), start=1):
             fs = feature_settings(settings, feature)
             lo, hi = fs.pixel_range

@@ -46,13 +46,19 @@ def sparse_wav(path: Path, seconds: float, rate: int, channels: int = 1) -> Path
 
 
 def png_bomb(path: Path, side: int) -> Path:
-    """A valid gray PNG of side x side zero pixels (20000: 400 M pixels in a few hundred KB), built row
-    block by row block so the test itself never holds it."""
+    """A valid gray PNG of side x side zero pixels (20000: 400 M pixels in a few hundred KB), built from
+    one compressed block of 500 rows repeated: a full flush ends the block at a byte boundary with no
+    reference to earlier data, so copies of it decode one after the other (the zlib header and the
+    Adler-32 of all rows around them). Never 400 MB in memory, nor compressed (that took seconds)."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    packer = zlib.compressobj(9)
-    rows = b"\x00" * ((side + 1) * 500)  # filter byte + pixels, 500 rows at a time
-    data = b"".join(packer.compress(rows) for _ in range(side // 500)) + packer.flush()
+    rows = b"\x00" * ((side + 1) * 500)  # filter byte + pixels, 500 rows
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate: the zlib framing is written here
+    block = packer.compress(rows) + packer.flush(zlib.Z_FULL_FLUSH)
+    size = len(rows) * (side // 500)
+    checksum = (size % 65521) << 16 | 1  # Adler-32 of `size` zero bytes: sum 1, sum of sums `size`
+    data = (b"\x78\xda" + block * (side // 500) + zlib.compressobj(9, zlib.DEFLATED, -15).flush()
+            + struct.pack(">I", checksum))
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
                      + chunk(b"IDAT", data) + chunk(b"IEND", b""))
     return path
@@ -103,6 +109,7 @@ def slow_root(tmp_path_factory) -> Path:
 
 # ---------------------------------------------------------------- 1. worker death
 
+@pytest.mark.slow  # fresh processes that import torch
 def test_stuck_worker_is_killed_named_and_the_rest_rendered(slow_root, tmp_path):
     out = tmp_path / "images"
     result = run(["-m", "preprocess", "--source", "folder", "--root", str(slow_root), "--out", str(out),
@@ -216,6 +223,7 @@ def test_long_recording_predict_scan_memory_is_bounded(model, long_root):
     assert peak - base < 60, f"{peak:.0f} MB vs {base:.0f} MB for a 1 s clip"
 
 
+@pytest.mark.slow  # fresh processes that import torch
 def test_lying_and_huge_files_are_refused_before_decoding(model, tmp_path):
     root = tmp_path / "audio"
     clips(root / "yes")
@@ -255,6 +263,7 @@ def good_png(path: Path, seed: int = 0) -> Path:
     return path
 
 
+@pytest.mark.slow  # fresh processes that import torch
 def test_image_bombs_are_named_and_the_other_inputs_answered(model, bombs, tmp_path):
     good = good_png(tmp_path / "good.png")
     code, peak, _, err = peak_rss_mb("train.predict", ["--model", str(model), str(bombs[0]), str(good),
@@ -296,6 +305,7 @@ def test_train_and_evaluate_name_a_bad_png_before_starting(images, model, bombs,
     assert f"skipped: {bomb}" in captured.err and "accuracy" in captured.out
 
 
+@pytest.mark.slow  # fresh processes that import torch
 def test_sheet_draws_a_bomb_as_a_flagged_tile(images, bombs, tmp_path):
     (images / "test" / "yes" / "bomb.png").write_bytes(bombs[0].read_bytes())
     result = run(["-m", "preprocess.sheet", str(images), "--out", str(tmp_path / "sheet.png")])
@@ -340,19 +350,33 @@ def test_lock_file_symlink_does_not_clobber_its_target(tmp_path, capsys):
     assert precious.read_text() == "keep me"
 
 
-def test_bad_out_folders_are_one_line_errors(tmp_path, model):
+def run_command(main, argv: list[str], capsys) -> tuple[int, str]:
+    """`python -m ...` in this process: the same `cli.run(main)` its __main__ runs -> (exit status,
+    stderr). An exception that would print a traceback there propagates here and fails the test."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(main, argv)
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_bad_out_folders_are_one_line_errors(tmp_path, model, capsys):
+    from train import export
+
     root = tmp_path / "audio"
     clips(root / "yes")
     clips(root / "no")
     (tmp_path / "file").write_text("x")
     for out, message in ((tmp_path / "file", "is a file, not a folder"), (root, "is inside the audio root"),
                          (root / "images", "is inside the audio root")):
-        result = run(["-m", "preprocess", "--source", "folder", "--root", str(root), "--out", str(out), "--quiet"])
-        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
-    result = run(["-m", "train.export", "--model", str(model), "--format", "torchscript", "--out", str(tmp_path)])
-    assert result.returncode == 2 and "is a folder" in result.stderr and "Traceback" not in result.stderr
+        code, err = run_command(prepare.main, ["--source", "folder", "--root", str(root), "--out", str(out),
+                                               "--quiet"], capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    code, err = run_command(export.main, ["--model", str(model), "--format", "torchscript", "--out", str(tmp_path)],
+                            capsys)
+    assert code == 2 and "is a folder" in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.slow  # fresh processes that import torch
 def test_fifos_folders_and_garbage_named_like_clips_are_failed_not_skipped(tmp_path):
     root = tmp_path / "audio"
     clips(root / "yes")
@@ -406,6 +430,7 @@ def test_stale_temp_of_a_killed_save_is_removed(tmp_path):
     assert not stale.exists() and live.exists()
 
 
+@pytest.mark.slow  # fresh processes that import torch
 def test_closed_pipe_is_quiet(model, tmp_path):
     pngs = [str(good_png(tmp_path / f"p{i}.png", i)) for i in range(3)] * 200
     command = [PYTHON, "-m", "train.predict", "--model", str(model), *pngs]

@@ -83,7 +83,7 @@ def test_no_speaker_is_in_two_splits_across_both_shared_folders(open_images):
 def test_speechcommands_source_puts_unknown_speakers_on_their_official_side(real_data, other_words, tmp_path):
     out = tmp_path / "images"
     code = prepare.main(["--source", "speechcommands", "--root", str(real_data), "--unknown-root",
-                         str(other_words), "--unknown-pct", "30", "--out", str(out), "--workers", "1",
+                         str(other_words), "--unknown-pct", "30", "--out", str(out), "--workers", "2",
                          "--quiet"])
     assert code == 0
     official = {}

@@ -65,6 +65,7 @@ def test_shard_slices_are_disjoint_stable_and_cover_everything():
             shards.parse_shard(bad)
 
 
+@pytest.mark.slow  # 6 shard processes that import torch
 def test_sharded_render_equals_one_process_run(dataset, tmp_path):
     one = tmp_path / "one"
     assert prepare.main(command(dataset, one, "--workers", "2")[3:]) == 0
