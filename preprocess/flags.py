@@ -18,6 +18,7 @@ whole dataset or a model):
 from __future__ import annotations
 
 import base64
+import functools
 
 import numpy as np
 
@@ -48,7 +49,12 @@ def frame_levels(wave: np.ndarray, sample_rate: int, frame_s: float = FRAME_S) -
     hop = max(1, frame // 2)
     if len(wave) < frame:
         wave = np.pad(wave, (0, frame - len(wave)))
-    power = np.lib.stride_tricks.sliding_window_view(wave.astype(np.float64) ** 2, frame)[::hop].mean(axis=1)
+    squares = np.square(wave, dtype=np.float64)
+    # the frames as a strided view (what sliding_window_view(squares, frame)[::hop] gives, without its
+    # per-call checks): the same memory layout, so the same summation order and the same means
+    frames = np.lib.stride_tricks.as_strided(squares, ((len(squares) - frame) // hop + 1, frame),
+                                             (squares.strides[0] * hop, squares.strides[0]), writeable=False)
+    power = frames.mean(axis=1)
     return np.maximum(10.0 * np.log10(np.maximum(power, 1e-30)), DB_FLOOR)
 
 
@@ -73,15 +79,21 @@ def is_clipped(wave: np.ndarray) -> bool:
     return int(runs[runs >= CLIP_MIN_RUN].sum()) >= CLIP_MIN_SAMPLES
 
 
-def is_cut_off(window: np.ndarray, sample_rate: int) -> bool:
-    """The fitted window (what the image shows) begins or ends inside the word."""
-    levels = frame_levels(window, sample_rate)
-    loudest, floor = float(levels.max()), float(np.percentile(levels, 10))
+def is_cut_off(window: np.ndarray, sample_rate: int, levels: np.ndarray | None = None) -> bool:
+    """The fitted window (what the image shows) begins or ends inside the word.
+
+    `levels`: the window's `frame_levels`, when the caller has them already."""
+    if levels is None:
+        levels = frame_levels(window, sample_rate)
+    loudest, floor = float(levels.max()), None
     edge = max(1, int(round(EDGE_S / (FRAME_S / 2))))  # frames covering EDGE_S at each end
     for part in (levels[:edge], levels[-edge:]):
         level = float(part.max())
-        if level >= loudest - EDGE_DB and level >= floor + EDGE_ABOVE_FLOOR_DB:
-            return True
+        if level >= loudest - EDGE_DB:
+            if floor is None:  # (only needed for a loud edge: most clips never compute it)
+                floor = float(np.percentile(levels, 10))
+            if level >= floor + EDGE_ABOVE_FLOOR_DB:
+                return True
     return False
 
 
@@ -123,12 +135,18 @@ def _exact_block_sums(shape: tuple[int, int]) -> bool:
     return shape[0] >= SKETCH_BANDS and shape[1] >= SKETCH_BLOCKS and rows * cols * 255 < (1 << 24)
 
 
+@functools.lru_cache(maxsize=8)
+def _block_layout(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first row of each band, first column of each block, pixels per block) of an image shape."""
+    rows, cols = _split_starts(shape[0], SKETCH_BANDS), _split_starts(shape[1], SKETCH_BLOCKS)
+    return rows, cols, np.outer(np.diff(rows, append=shape[0]), np.diff(cols, append=shape[1]))
+
+
 def _block_means(levels: np.ndarray) -> np.ndarray:
     """The block means of a uint8 image in two reductions (np.add.reduceat) instead of 128 slices:
     the same numbers as the general path (integer sums, exact; one division each), 20x faster."""
-    rows, cols = _split_starts(levels.shape[0], SKETCH_BANDS), _split_starts(levels.shape[1], SKETCH_BLOCKS)
-    sums = np.add.reduceat(np.add.reduceat(levels.astype(np.int64), rows, axis=0), cols, axis=1)
-    counts = np.outer(np.diff(rows, append=levels.shape[0]), np.diff(cols, append=levels.shape[1]))
+    rows, cols, counts = _block_layout(levels.shape)
+    sums = np.add.reduceat(np.add.reduceat(levels, rows, axis=0, dtype=np.int64), cols, axis=1)
     return (sums / counts).astype(np.float32)
 
 
@@ -167,8 +185,11 @@ def clip_flags(wave: np.ndarray, settings: RenderSettings, levels: np.ndarray | 
     if is_clipped(wave):
         flags.append("clipped")
     # a silent clip has no word to cut off; its noise would only make the edge test guess
-    if "silent" not in flags and is_cut_off(fit_length(wave, settings.num_samples), settings.sample_rate):
-        flags.append("cut_off")
+    if "silent" not in flags:
+        window = fit_length(wave, settings.num_samples)
+        # a clip that fills the window exactly is its own window: its levels are those computed above
+        if is_cut_off(window, settings.sample_rate, levels if window is wave else None):
+            flags.append("cut_off")
     if is_short(len(wave) if source_samples is None else source_samples, settings):
         flags.append("short")
     return flags
