@@ -73,6 +73,8 @@ def is_clipped(wave: np.ndarray) -> bool:
     if peak < CLIP_MIN_PEAK:
         return False
     on_peak = magnitude >= peak - CLIP_TOLERANCE
+    if np.count_nonzero(on_peak) < CLIP_MIN_SAMPLES:  # too few on the peak for any runs to add up
+        return False
     # lengths of runs of consecutive on-peak samples
     edges = np.flatnonzero(np.diff(np.concatenate([[0], on_peak.view(np.int8), [0]])))
     runs = edges[1::2] - edges[::2]
