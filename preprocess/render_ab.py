@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, required=True, help="a Speech Commands layout (stand-in)")
     parser.add_argument("--words", nargs="+", help="render only these words (default: preprocess's default)")
     parser.add_argument("--work", type=Path, required=True, help="scratch folder (its outputs are replaced)")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="render processes per run (default 2)")
     parser.add_argument("--reps", type=int, default=2, help="runs per tree, alternating")
     args = parser.parse_args(argv)
     trees = {"base": args.base.resolve(), "this": HERE}
