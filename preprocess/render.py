@@ -154,7 +154,9 @@ def _read(handle: sf.SoundFile, frames: int, path: Path) -> np.ndarray:
         raise AudioError(f"{path}: cannot decode audio ({_plain(err)})") from None
     if not np.isfinite(samples).all():
         raise AudioError(f"{path}: contains NaN or infinite samples")
-    return samples.mean(axis=1)
+    # mono: the one column as it is (the mean of one value is that value; .mean(axis=1) over 16,000
+    # rows of one costs more than the decode)
+    return samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1)
 
 
 def load_audio(path: str | os.PathLike, settings: RenderSettings, data: bytes | None = None,
@@ -325,11 +327,33 @@ def colormap_lut(name: str) -> np.ndarray | None:
     return None if name == "gray" else np.frombuffer(VIRIDIS_RGB, np.uint8).reshape(256, 3).copy()
 
 
+def _power_spectrogram(wave: np.ndarray, settings: RenderSettings) -> torch.Tensor:
+    """|STFT|^2: what T.Spectrogram(power=2.0) computes (its torch.stft call and .abs().pow(2.0)), called
+    directly: the module's call overhead is a fifth of the feature's time for a 1 s clip.
+
+    The centring pad (reflect, n_fft // 2 each side) is done by slicing, the same samples that
+    torch.stft(center=True) copies with torch's reflection pad, at a third of its cost."""
+    spectrogram, pad = _feature_transform(settings), settings.n_fft // 2
+    if 0 < pad < len(wave):
+        padded = np.concatenate([wave[pad:0:-1], wave, wave[-2:-pad - 2:-1]])
+        spec = torch.stft(torch.from_numpy(padded), settings.n_fft, settings.hop_length, spectrogram.win_length,
+                          spectrogram.window, center=False, normalized=False, onesided=True, return_complex=True)
+    else:  # (a clip shorter than half a window: torch.stft's own padding, and its own error)
+        spec = torch.stft(torch.from_numpy(wave), settings.n_fft, settings.hop_length, spectrogram.win_length,
+                          spectrogram.window, center=True, pad_mode="reflect", normalized=False, onesided=True,
+                          return_complex=True)
+    return spec.abs().pow_(2.0)
+
+
 def feature_matrix(waveform: np.ndarray, settings: RenderSettings) -> np.ndarray:
     """The feature in its physical unit (dB, or MFCC of dB), rows = low to high frequency/quefrency."""
     with torch.inference_mode():
-        power = _feature_transform(settings)(torch.from_numpy(np.ascontiguousarray(waveform)))
-        db = 10.0 * torch.log10(power.clamp_min(POWER_FLOOR))
+        wave = np.ascontiguousarray(waveform)
+        if settings.feature == "spectrogram":
+            power = _power_spectrogram(wave, settings)
+        else:
+            power = _feature_transform(settings)(torch.from_numpy(wave))
+        db = power.clamp_min_(POWER_FLOOR).log10_().mul_(10.0)  # in place: the same values, no copies
         if settings.feature == "mfcc":
             db = (db.transpose(-1, -2) @ _dct_matrix(settings)).transpose(-1, -2)
     return db.numpy()
@@ -338,8 +362,11 @@ def feature_matrix(waveform: np.ndarray, settings: RenderSettings) -> np.ndarray
 def to_levels(matrix: np.ndarray, settings: RenderSettings) -> np.ndarray:
     """Fixed-range map to 8-bit levels (HxW uint8), low frequencies at the bottom."""
     lo, hi = settings.pixel_range
-    scaled = np.clip((matrix - lo) * (255.0 / (hi - lo)), 0.0, 255.0)
-    return np.ascontiguousarray(np.floor(scaled + 0.5).astype(np.uint8)[::-1])
+    scaled = matrix - lo  # then in place: the same float32 operations as np.floor(clip(..) + 0.5)
+    scaled *= 255.0 / (hi - lo)
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    scaled += 0.5
+    return np.floor(scaled, out=scaled)[::-1].astype(np.uint8, order="C")
 
 
 def to_image(levels: np.ndarray, settings: RenderSettings) -> Image.Image:

@@ -488,3 +488,12 @@ def test_audit_in_headless_chromium(built_audit, tmp_path):
         browser.close()
     errors = browser.console_errors()
     assert errors == [], errors
+
+
+def test_image_sketch_of_8_bit_levels_equals_the_general_block_means():
+    """uint8 images take the reduceat path, anything else the per-block means: the same sketch."""
+    rng = np.random.default_rng(3)
+    images = [np.asarray(render_image(word(), SETTINGS)), rng.integers(0, 256, (201, 81), dtype=np.uint8),
+              rng.integers(126, 130, (64, 81), dtype=np.uint8), rng.integers(0, 256, (9, 17), dtype=np.uint8)]
+    for levels in images:
+        assert flags.image_blocks(levels) == flags.image_blocks(levels.astype(np.float32))

@@ -7,7 +7,8 @@ import importlib
 import pytest
 
 COMMANDS = ["preprocess.prepare", "preprocess.synth", "preprocess.show", "preprocess.sheet",
-            "preprocess.audit", "preprocess.scale", "preprocess.bench",
+            "preprocess.audit", "preprocess.scale", "preprocess.bench", "preprocess.render_ab",
+            "preprocess.render_stages",
             "train.train", "train.evaluate", "train.predict", "train.report", "train.export",
             "train.openset", "train.bench", "train.hostile_bench"]
 

@@ -193,3 +193,37 @@ def test_settings_validate_and_round_trip():
         RenderSettings(db_min=10.0, db_max=0.0)
     with pytest.raises(ValueError):
         RenderSettings.from_dict({**settings.to_dict(), "bogus": 1})
+
+
+def reference_levels(wave: np.ndarray, settings: RenderSettings) -> np.ndarray:
+    """The pixels by the plain definition: torchaudio's transform modules, out-of-place arithmetic.
+
+    render.py computes the same numbers faster (torch.stft called directly, in-place dB and level
+    maps); this pins that they stay the same numbers, pixel for pixel."""
+    import torchaudio.functional as AF
+    import torchaudio.transforms as T
+    x = torch.from_numpy(wave)
+    if settings.feature == "spectrogram":
+        power = T.Spectrogram(n_fft=settings.n_fft, hop_length=settings.hop_length, power=2.0)(x)
+    else:
+        power = T.MelSpectrogram(sample_rate=settings.sample_rate, n_fft=settings.n_fft,
+                                 hop_length=settings.hop_length, n_mels=settings.n_mels, power=2.0)(x)
+    db = 10.0 * torch.log10(power.clamp_min(1e-10))
+    if settings.feature == "mfcc":
+        db = (db.transpose(-1, -2) @ AF.create_dct(settings.n_mfcc, settings.n_mels, norm="ortho")).transpose(-1, -2)
+    lo, hi = settings.pixel_range
+    scaled = np.clip((db.numpy() - lo) * (255.0 / (hi - lo)), 0.0, 255.0)
+    return np.floor(scaled + 0.5).astype(np.uint8)[::-1]
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"feature": "mel"}, {"feature": "mfcc"},
+                                    {"n_fft": 512, "hop_length": 160, "colormap": "gray"}])
+def test_fast_render_path_gives_the_plain_definitions_pixels(kwargs):
+    settings = RenderSettings(**kwargs)
+    rng = np.random.default_rng(7)
+    t = np.arange(settings.num_samples) / SR
+    chirp = 0.3 * np.sin(2 * np.pi * (200 + 3000 * t) * t) + 0.01 * rng.standard_normal(len(t))
+    waves = [chirp.astype(np.float32), np.zeros(settings.num_samples, np.float32),
+             np.clip(tone(440, amplitude=2.0), -1, 1), (1e-4 * rng.standard_normal(len(t))).astype(np.float32)]
+    for wave in waves:
+        assert np.array_equal(np.asarray(render_image(wave, settings)), reference_levels(wave, settings))
