@@ -96,7 +96,7 @@ def test_sharded_render_equals_one_process_run(dataset, tmp_path):
 @pytest.mark.slow
 def test_merge_refuses_missing_or_inconsistent_parts_and_runs_exclude_each_other(dataset, tmp_path):
     out = tmp_path / "images"
-    assert subprocess.run(command(dataset, out, "--shard", "1/2"), cwd=REPO).returncode == 0
+    assert prepare.main(command(dataset, out, "--shard", "1/2")[3:]) == 0  # in this process: no lock held after
     done = merge(out, 2)
     assert done.returncode == 2 and "shards 2-of-2 have not finished" in done.stderr
     assert not (out / prepare.MANIFEST).exists()
@@ -106,7 +106,7 @@ def test_merge_refuses_missing_or_inconsistent_parts_and_runs_exclude_each_other
     shutil.copytree(dataset, extra)
     (extra / "yes" / "00000000_nohash_0.wav").write_bytes((next((extra / "yes").glob("*.wav"))).read_bytes())
     alien = tmp_path / "alien"
-    assert subprocess.run(command(extra, alien, "--shard", "2/2"), cwd=REPO).returncode == 0
+    assert prepare.main(command(extra, alien, "--shard", "2/2")[3:]) == 0
     shutil.copy(shards.part_csv(alien, shards.Shard(2, 2)), shards.part_csv(out, shards.Shard(2, 2)))
     shutil.copy(shards.part_record(alien, shards.Shard(2, 2)), shards.part_record(out, shards.Shard(2, 2)))
     done = merge(out, 2)
@@ -123,6 +123,7 @@ def test_merge_refuses_missing_or_inconsistent_parts_and_runs_exclude_each_other
     assert again.returncode == 2 and "shard 1-of-2 is already running" in again.stderr
     assert whole.returncode == 2 and "another `python -m preprocess` is writing there" in whole.stderr
     assert other.returncode == 0  # shards run side by side
-    forced = subprocess.run(command(dataset, out, "--shard", "1/2", "--force"), cwd=REPO,
-                            capture_output=True, text=True)
-    assert forced.returncode == 2 and "--force cannot be used with --shard" in forced.stderr
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        forced = prepare.main(command(dataset, out, "--shard", "1/2", "--force")[3:])
+    assert forced == 2 and "--force cannot be used with --shard" in stderr.getvalue()
