@@ -619,6 +619,9 @@ def prepare(args: argparse.Namespace) -> int:
                 record(index, sha, status, reason, clip_record)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        for index, row in enumerate(rows):  # a task the pool never answered is a named failure, not a hole
+            if not row:
+                record(index, "", "failed", "no result came back from the render workers; run again", {})
         if shard:  # stale PNGs may be another shard's clips: the merge removes them
             removed = 0
             write_manifest(shards.part_csv(out, shard), rows)

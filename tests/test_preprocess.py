@@ -369,3 +369,23 @@ def test_foreign_pngs_are_left_alone(tmp_path, capsys):
     assert run(root, out, "--force") == 0
     assert (out / "train" / "up" / "holiday.png").is_file()
     assert "train/up/holiday.png: not made by preprocess, left alone" in capsys.readouterr().out
+
+
+def test_a_clip_the_render_pool_never_answers_is_a_named_failure(tmp_path, monkeypatch, capsys):
+    """If the worker pool ever ends without a result for some clip, that clip is failed by name in the
+    manifest and the exit status is 1: no KeyError from the summary, no row missing from the manifest."""
+    root, out = make_dataset(tmp_path / "data", per_class=3), tmp_path / "images"
+    real_run_tasks = prepare.run_tasks
+
+    def losing_one(tasks, *args, **kwargs):
+        results = list(real_run_tasks(tasks, *args, **kwargs))
+        lost = max(results, key=lambda result: result[0])  # the last clip's answer never arrives
+        yield from (result for result in results if result is not lost)
+
+    monkeypatch.setattr(prepare, "run_tasks", losing_one)
+    assert run(root, out) == 1
+    rows = manifest(out)
+    failed = [row for row in rows if row["status"] == "failed"]
+    assert len(rows) == 6 and len(failed) == 1
+    assert "no result came back from the render workers" in failed[0]["reason"]
+    assert failed[0]["source"] in capsys.readouterr().out
