@@ -58,7 +58,12 @@ def resilient_map(func, tasks: list, workers: int, initializer, initargs: tuple,
             while pending or running:
                 while pending and len(running) < workers * IN_FLIGHT:
                     positions = [pending.popleft() for _ in range(min(chunk, len(pending)))]
-                    running[pool.submit(_tracked_chunk, positions)] = positions
+                    try:
+                        future = pool.submit(_tracked_chunk, positions)
+                    except BrokenProcessPool:  # it broke since the last look: these never started
+                        pending.extendleft(reversed(positions))
+                        raise
+                    running[future] = positions
                 done, _ = wait(running, timeout=WATCHDOG_S, return_when=FIRST_COMPLETED)
                 for future in done:
                     positions = running.pop(future)
