@@ -334,14 +334,12 @@ def _power_spectrogram(wave: np.ndarray, settings: RenderSettings) -> torch.Tens
     The centring pad (reflect, n_fft // 2 each side) is done by slicing, the same samples that
     torch.stft(center=True) copies with torch's reflection pad, at a third of its cost."""
     spectrogram, pad = _feature_transform(settings), settings.n_fft // 2
-    if 0 < pad < len(wave):
-        padded = np.concatenate([wave[pad:0:-1], wave, wave[-2:-pad - 2:-1]])
-        spec = torch.stft(torch.from_numpy(padded), settings.n_fft, settings.hop_length, spectrogram.win_length,
-                          spectrogram.window, center=False, normalized=False, onesided=True, return_complex=True)
-    else:  # (a clip shorter than half a window: torch.stft's own padding, and its own error)
-        spec = torch.stft(torch.from_numpy(wave), settings.n_fft, settings.hop_length, spectrogram.win_length,
-                          spectrogram.window, center=True, pad_mode="reflect", normalized=False, onesided=True,
-                          return_complex=True)
+    padded = 0 < pad < len(wave)  # else (shorter than half a window): torch.stft's own padding and error
+    if padded:
+        wave = np.concatenate([wave[pad:0:-1], wave, wave[-2:-pad - 2:-1]])
+    spec = torch.stft(torch.from_numpy(wave), settings.n_fft, settings.hop_length, spectrogram.win_length,
+                      spectrogram.window, center=not padded, pad_mode="reflect", normalized=False, onesided=True,
+                      return_complex=True)
     return spec.abs().pow_(2.0)
 
 
