@@ -51,7 +51,7 @@ class ScaleError(Exception):
 
 # ---------------------------------------------------------------- measuring one process tree
 
-def _children_by_parent() -> dict[int, list[int]]:
+def children_by_parent() -> dict[int, list[int]]:
     children: dict[int, list[int]] = collections.defaultdict(list)
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -65,21 +65,32 @@ def _children_by_parent() -> dict[int, list[int]]:
     return children
 
 
+def memory_kb(pid: int) -> dict[str, int] | None:
+    """{"rss", "pss", "uss"} of a live process in kB, from /proc/PID/smaps_rollup: resident pages, its
+    share of shared ones (PSS), and its private ones (USS); None if it is gone or there is no rollup."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as handle:
+            fields = {line.split(b":")[0]: int(line.split()[1]) for line in handle.readlines()[1:]}
+    except (OSError, ValueError, IndexError):
+        return None
+    return {"rss": fields[b"Rss"], "pss": fields[b"Pss"],
+            "uss": fields.get(b"Private_Clean", 0) + fields.get(b"Private_Dirty", 0)}
+
+
 def _pss_kb(pid: int) -> int:
     """Proportional set size of a process in kB (its share of shared pages), 0 if it is gone."""
-    for name, key in (("smaps_rollup", b"Pss:"), ("status", b"VmRSS:")):
-        try:
-            with open(f"/proc/{pid}/{name}", "rb") as handle:
-                for line in handle:
-                    if line.startswith(key):
-                        return int(line.split()[1])
-        except OSError:
-            continue
-    return 0
+    memory = memory_kb(pid)
+    if memory is not None:
+        return memory["pss"]
+    try:  # no smaps_rollup (old kernels): its resident size
+        with open(f"/proc/{pid}/status", "rb") as handle:
+            return next((int(line.split()[1]) for line in handle if line.startswith(b"VmRSS:")), 0)
+    except OSError:
+        return 0
 
 
 def tree_pss_mb(root: int) -> float:
-    children, total, stack = _children_by_parent(), 0, [root]
+    children, total, stack = children_by_parent(), 0, [root]
     while stack:
         pid = stack.pop()
         stack.extend(children.get(pid, ()))

@@ -25,6 +25,7 @@ import numpy as np
 import soundfile as sf
 
 from preprocess import cli
+from preprocess.scale import children_by_parent, memory_kb
 
 RATES = (1000, 4001, 8000, 8001, 11025, 22050, 44100, 44101, 48000, 96000, 96001, 192000)
 BASELINE_RATE = 16000
@@ -71,17 +72,6 @@ def peak_rss_mb(module: str, args: list[str], timeout: float = 600.0) -> tuple[i
     return done.returncode, peaks["self"] / 1024.0, peaks["children"] / 1024.0, done.stderr
 
 
-def _memory_kb(pid: int) -> dict[str, int] | None:
-    """Rss, Pss and USS (private pages) of one live process, from /proc/PID/smaps_rollup."""
-    try:
-        fields = {line.split(":")[0]: int(line.split()[1])
-                  for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]}
-    except (OSError, ValueError, IndexError):
-        return None  # gone, or not Linux
-    return {"rss": fields["Rss"], "pss": fields["Pss"],
-            "uss": fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)}
-
-
 def forked_worker_peaks_mb(module: str, args: list[str], timeout: float = 600.0,
                            interval: float = 0.05) -> tuple[int, dict[str, float]]:
     """Run `python -m module args` (a pool of forked workers) and sample its children's memory every
@@ -99,12 +89,8 @@ def forked_worker_peaks_mb(module: str, args: list[str], timeout: float = 600.0,
             proc.kill()
             proc.wait()
             break
-        try:
-            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-        except OSError:
-            children = []
-        for pid in map(int, children):
-            memory = _memory_kb(pid)
+        for pid in children_by_parent().get(proc.pid, []):
+            memory = memory_kb(pid)
             if memory:
                 peak = peaks.setdefault(pid, dict.fromkeys(memory, 0))
                 for key, value in memory.items():
