@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(PY) -m preprocess.audit images --out audit/ --model models/demo/model.pt --folds 3 --fold-epochs 5
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --maxprocesses 4
 
 bench: $(STAMP)
 	$(PY) -m preprocess --source folder --root $(SHARED_REAL) --out images_real

@@ -13,10 +13,13 @@ never pass by skipping them.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -54,6 +57,24 @@ def shared_folder(path: Path, probe: str) -> Path:
     pytest.skip(reason)
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder that `build(folder)` fills once per test run, even when pytest-xdist runs the suite in
+    several worker processes (`make test` does): the first worker to ask builds it under a file lock
+    in the run's shared temporary folder, the others wait for it and reuse it. Trained models and
+    rendered datasets are the suite's costliest fixtures; building them once per worker would double them."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, shared by its workers (pytest-xdist's documented recipe)
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     """../shared/data/speech_commands_real: 403 yes + 391 no real clips from 200 speakers."""
@@ -71,11 +92,11 @@ def real_images(real_data, tmp_path_factory) -> Path:
     """All 794 real clips rendered by `python -m preprocess --source folder` (speaker-hash split)."""
     from preprocess.prepare import main
 
-    out = tmp_path_factory.mktemp("real_images") / "images"
-    code = main(["--source", "folder", "--root", str(real_data), "--out", str(out),
-                 "--val-pct", "20", "--test-pct", "20", "--workers", "2", "--quiet"])
-    assert code == 0
-    return out
+    def build(folder: Path) -> None:
+        assert main(["--source", "folder", "--root", str(real_data), "--out", str(folder / "images"),
+                     "--val-pct", "20", "--test-pct", "20", "--workers", "2", "--quiet"]) == 0
+
+    return built_once(tmp_path_factory, "real_images", build) / "images"
 
 
 # ---------------------------------------------------------------- synthetic speech (every machine)
@@ -93,11 +114,13 @@ def speech(tmp_path_factory) -> Path:
     every test that needs *some* speech; tests where the real recordings are the point use real_data."""
     from preprocess import synth
 
-    out = tmp_path_factory.mktemp("speech") / "audio"
-    assert synth.main(["--words", "yes", "no", "--per-word", str(SPEECH_PER_WORD), "--out", str(out),
-                       "--seed", "0", "--workers", "2", "--quiet"]) == 0
-    (out / BROKEN_CLIP).write_bytes(b"RIFF\x00\x00 this is no wave")
-    return out
+    def build(folder: Path) -> None:
+        out = folder / "audio"
+        assert synth.main(["--words", "yes", "no", "--per-word", str(SPEECH_PER_WORD), "--out", str(out),
+                           "--seed", "0", "--workers", "2", "--quiet"]) == 0
+        (out / BROKEN_CLIP).write_bytes(b"RIFF\x00\x00 this is no wave")
+
+    return built_once(tmp_path_factory, "speech", build) / "audio"
 
 
 @pytest.fixture(scope="session")
@@ -105,34 +128,38 @@ def speech_images(speech, tmp_path_factory) -> Path:
     """`python -m preprocess --source folder` on `speech` (speaker-hash split 60/20/20)."""
     from preprocess.prepare import main
 
-    out = tmp_path_factory.mktemp("speech_images") / "images"
-    code = main(["--source", "folder", "--root", str(speech), "--out", str(out), "--val-pct", "20",
-                 "--test-pct", "20", "--workers", "2", "--quiet"])
-    assert code == 1  # 1: some clip failed (the broken one), the rest rendered
-    return out
+    def build(folder: Path) -> None:
+        code = main(["--source", "folder", "--root", str(speech), "--out", str(folder / "images"),
+                     "--val-pct", "20", "--test-pct", "20", "--workers", "2", "--quiet"])
+        assert code == 1  # 1: some clip failed (the broken one), the rest rendered
+
+    return built_once(tmp_path_factory, "speech_images", build) / "images"
 
 
-def train_model(images: Path, out: Path, epochs: int) -> Path:
-    """`python -m train` with one torch thread, images cached in RAM, no progress bars -> out."""
+def train_model(tmp_path_factory, images: Path, name: str, epochs: int) -> Path:
+    """`python -m train` with one torch thread, images cached in RAM, no progress bars -> models/name,
+    once per test run."""
     from train.train import main
 
-    assert main(["--images", str(images), "--out", str(out), "--epochs", str(epochs), "--batch-size", "32",
-                 "--cache", "--workers", "0", "--threads", "1", "--no-progress"]) == 0
-    return out
+    def build(folder: Path) -> None:
+        assert main(["--images", str(images), "--out", str(folder / name), "--epochs", str(epochs),
+                     "--batch-size", "32", "--cache", "--workers", "0", "--threads", "1", "--no-progress"]) == 0
+
+    return built_once(tmp_path_factory, f"{name}_model", build) / name
 
 
 @pytest.fixture(scope="session")
 def speech_model(speech_images, tmp_path_factory) -> Path:
     """models/tiny: `python -m train` for a few epochs on speech_images (model.pt, metrics.json, ...),
     shared by the train, predict, export and report tests."""
-    return train_model(speech_images, tmp_path_factory.mktemp("speech_models") / "tiny", SPEECH_EPOCHS)
+    return train_model(tmp_path_factory, speech_images, "tiny", SPEECH_EPOCHS)
 
 
 @pytest.fixture(scope="session")
 def real_model(real_images, tmp_path_factory) -> Path:
     """`python -m train` for REAL_EPOCHS on the real clips' train split (test accuracy 0.90 on unseen
     speakers): for the tests about real speech."""
-    return train_model(real_images, tmp_path_factory.mktemp("real_models") / "real", REAL_EPOCHS)
+    return train_model(tmp_path_factory, real_images, "real", REAL_EPOCHS)
 
 
 def first_clips(root: Path, label: str, count: int | None = None) -> list[Path]:
