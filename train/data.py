@@ -104,9 +104,12 @@ class SpectrogramFolder(ImageFolder):
         self._check_size(self.samples[0][0])
         self.skipped = self._drop_bad_images(root, skip_bad, progress)
         if cache:
+            # filled in place: stacking a list of decoded images held them twice at the peak
+            self._cache = torch.empty((len(self.samples), channels, *self.image_size), dtype=torch.uint8)
             images = tqdm(self.samples, desc=f"cache {root.name}", unit="img", leave=False,
                           disable=not progress)
-            self._cache = torch.stack([self._decode_uint8(path) for path, _ in images])
+            for index, (path, _) in enumerate(images):
+                self._cache[index] = self._decode_uint8(path)
 
     def _drop_bad_images(self, root: Path, skip_bad: bool, progress: bool) -> list[str]:
         """Check every image now, so a bad one is named before training starts; drop them if asked."""
