@@ -17,7 +17,7 @@ from PIL import Image
 from torch.optim.swa_utils import update_bn
 
 from conftest import REPO, SPEECH_EPOCHS, first_clips
-from preprocess.layout import SettingsError, read_render_record
+from preprocess.layout import SettingsError, read_render_record, write_render_record
 from preprocess.render import RenderSettings, image_to_tensor, read_png_metadata, render_file, save_png
 from train import bench, evaluate as evaluate_cli
 from train.checkpoint import STATE_FILE, load_checkpoint, load_model
@@ -76,6 +76,47 @@ def test_training_input_is_exactly_what_predict_renders(speech_images, speech):
         assert torch.equal(plain[index][0], expected)
         assert torch.equal(datasets["test"][index][0], expected)
         assert plain[index][1] == plain.class_to_idx[Path(path).parent.name]
+
+
+CACHE_PEAK = """
+import json, resource, sys
+from preprocess.layout import render_settings
+from train.data import SpectrogramFolder
+def rss_kb():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+settings = render_settings(sys.argv[1])
+SpectrogramFolder(sys.argv[1] + "/val", settings.channels, settings.image_size, progress=False)  # warm up
+before = rss_kb()
+data = SpectrogramFolder(sys.argv[1] + "/train", settings.channels, settings.image_size, cache=True,
+                         progress=False)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"cache_mb": data._cache.untyped_storage().nbytes() / 2**20, "count": len(data),
+                  "dtype": str(data._cache.dtype), "added_peak_mb": (peak - before) / 1024}))
+"""
+
+
+@pytest.mark.slow
+def test_cache_is_one_uint8_tensor_and_costs_its_size_at_the_peak(tmp_path):
+    """--cache holds each image once as uint8 (C x H x W bytes, the figure the docs give per image),
+    and building it costs no more than that at the peak (it once held every image twice)."""
+    settings = RenderSettings()
+    height, width = settings.image_size
+    noise = torch.Generator().manual_seed(0)
+    for split, count in (("train", 1200), ("val", 4)):
+        for index in range(count):
+            label = "ab"[index % 2]
+            (tmp_path / split / label).mkdir(parents=True, exist_ok=True)
+            pixels = torch.randint(0, 256, (height, width, 3), dtype=torch.uint8, generator=noise)
+            Image.fromarray(pixels.numpy(), "RGB").save(tmp_path / split / label / f"{index}.png", compress_level=0)
+    write_render_record(tmp_path, settings, {"kind": "folder", "root": str(tmp_path)})
+    out = subprocess.run([sys.executable, "-c", CACHE_PEAK, str(tmp_path)], capture_output=True, text=True,
+                         cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["dtype"] == "torch.uint8" and result["count"] == 1200
+    assert result["cache_mb"] == pytest.approx(1200 * 3 * height * width / 2**20)
+    assert result["added_peak_mb"] < 1.3 * result["cache_mb"] + 20, result
 
 
 def test_augmentations_keep_shape_and_never_flip():
