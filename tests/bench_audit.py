@@ -54,25 +54,42 @@ def load_times(pages: list[Path], runs: int) -> list[dict]:
     return results
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("images", type=Path)
-    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "bench_audit")
+def bench_parser(description: str, name: str) -> argparse.ArgumentParser:
+    """The options both page benchmarks share (--out, --runs)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / name)
     parser.add_argument("--runs", type=int, default=3, help="page loads per page (default 3)")
+    return parser
+
+
+def build_then_load(command: list[str], pages_of, runs: int) -> tuple[float, list[dict]]:
+    """Run `command` (a separate process, timed from start to exit), then load the pages
+    `pages_of()` names in headless Chromium `runs` times each; prints one JSON line per load.
+    -> (build seconds, the loads)."""
+    start = time.perf_counter()
+    subprocess.run(command, check=True)
+    build_s = time.perf_counter() - start
+    results = load_times(pages_of(), runs)
+    for row in results:
+        print(json.dumps(row))
+    return build_s, results
+
+
+def main() -> int:
+    parser = bench_parser(__doc__.split("\n\n")[0], "bench_audit")
+    parser.add_argument("images", type=Path)
     args = parser.parse_args()
     if CHROMIUM is None:
         print("error: chromium not found", file=sys.stderr)
         return 2
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "preprocess.audit", str(args.images), "--out", str(args.out),
-                    "--quiet"], check=True)
-    build_s = time.perf_counter() - start
-    pages = [args.out / "index.html", sorted((args.out / "pages").glob("*-all-1.html"))[0],
-             args.out / "pages" / "all-all-flagged-1.html"]  # a class's first page; the flagged first page
-    pages = [p for p in pages if p.is_file()]
-    results = load_times(pages, args.runs)
-    for row in results:
-        print(json.dumps(row))
+
+    def pages() -> list[Path]:  # the index, a class's first page, the flagged clips' first page
+        found = [args.out / "index.html", sorted((args.out / "pages").glob("*-all-1.html"))[0],
+                 args.out / "pages" / "all-all-flagged-1.html"]
+        return [p for p in found if p.is_file()]
+
+    build_s, results = build_then_load([sys.executable, "-m", "preprocess.audit", str(args.images), "--out",
+                                        str(args.out), "--quiet"], pages, args.runs)
     worst = max(r["load_ms"] for r in results)
     images = sum(1 for _ in (args.out / "img").rglob("*.png"))
     print(json.dumps({"images": images, "pages": sum(1 for _ in (args.out / "pages").iterdir()),

@@ -11,37 +11,28 @@ test images, load <= 2 s).
 """
 from __future__ import annotations
 
-import argparse
 import json
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_audit import load_times  # noqa: E402
+from bench_audit import bench_parser, build_then_load  # noqa: E402
 from test_report import CHROMIUM  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__.split("\n\n")[0], "bench_report")
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("--images", type=Path, required=True)
-    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "bench_report")
-    parser.add_argument("--runs", type=int, default=3, help="page loads per page (default 3)")
     args = parser.parse_args()
     if CHROMIUM is None:
         print("error: chromium not found", file=sys.stderr)
         return 2
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "train.report", str(args.model_dir), "--images", str(args.images),
-                    "--out", str(args.out)], check=True)
-    build_s = time.perf_counter() - start
-    pages = sorted(args.out.rglob("*.html"), key=lambda p: (p.name != "index.html", str(p)))
-    results = load_times(pages, args.runs)
-    for row in results:
-        print(json.dumps(row))
+    build_s, results = build_then_load(
+        [sys.executable, "-m", "train.report", str(args.model_dir), "--images", str(args.images), "--out",
+         str(args.out)],
+        lambda: sorted(args.out.rglob("*.html"), key=lambda p: (p.name != "index.html", str(p))), args.runs)
+    pages = sorted(args.out.rglob("*.html"))
     worst = max(r["load_ms"] for r in results)
     print(json.dumps({"test_images": sum(1 for _ in (args.images / "test").rglob("*.png")),
                       "pages": len(pages), "html_kb": round(sum(p.stat().st_size for p in pages) / 1024, 1),
