@@ -3,8 +3,8 @@ render path, in the order prepare.render_task runs them, on N clips spread over 
 
 One process, one torch thread (as in a pool worker), thread CPU time (time.thread_time) per stage,
 so the figures hold on a busy machine better than wall time; PNGs go to a temporary folder. The steps
-are the functions render_task calls, taken apart only to time each: read and hash, decode, resample,
-fit, spectrogram + dB, levels, image, flags record, PNG encode, atomic write.
+are the functions render_task calls, taken apart only to time each: read and hash, decode (and
+resample), fit, spectrogram + dB, levels, image, flags record, PNG encode, atomic write.
 """
 from __future__ import annotations
 
@@ -50,12 +50,10 @@ def main(argv: list[str] | None = None) -> int:
                 clock[0] = now
             data, sha = prepare.read_and_hash(path)
             lap("read + SHA-256")
-            with R.open_audio(path, data) as handle:
-                samples, rate = R._read(handle, -1, Path(path)), handle.samplerate
-            lap("soundfile open + decode")
-            wave = R.prepare_waveform(samples, rate, settings, fit=False)
+            wave, _ = R.decode_clip(path, settings, data)
+            lap("decode + resample")
             window = R.fit_length(wave, settings.num_samples)
-            lap("resample + fit_length")
+            lap("fit_length")
             matrix = R.feature_matrix(window, settings)
             lap("spectrogram + dB")
             image = R.to_image(R.to_levels(matrix, settings), settings)

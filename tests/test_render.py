@@ -141,6 +141,44 @@ def test_decoding_from_bytes_equals_decoding_from_the_path(tmp_path, fmt, subtyp
     assert str(path) in str(info.value)
 
 
+def _wav_variants(tmp_path):
+    """(name, bytes, plain): 16-bit PCM WAVs the fast reader takes, and WAVs it must leave to libsndfile."""
+    import io
+    stereo = np.stack([tone(440, seconds=1.3), tone(900, seconds=1.3) * 0.5], axis=1)
+    made = {}
+    for name, data, sr, kwargs in (("mono16k", tone(440), 16000, {}), ("stereo44k", stereo, 44100, {}),
+                                   ("mono8bit", tone(440), 16000, {"subtype": "PCM_U8"}),
+                                   ("extensible", stereo, 16000, {"subtype": "PCM_16", "format": "WAVEX"}),
+                                   ("rf64", tone(440), 16000, {"subtype": "PCM_16", "format": "RF64"})):
+        buffer = io.BytesIO()
+        sf.write(buffer, data, sr, **({"format": "WAV", "subtype": "PCM_16"} | kwargs))
+        made[name] = buffer.getvalue()
+    # a LIST chunk between fmt and data (recorders write them): still plain
+    body = made["mono16k"]
+    listed = body[:36] + b"LIST\x0c\x00\x00\x00INFOISFT\x00\x00\x00\x00" + body[36:]
+    listed = listed[:4] + (len(listed) - 8).to_bytes(4, "little") + listed[8:]
+    return [("mono16k", made["mono16k"], True), ("stereo44k", made["stereo44k"], True), ("list_chunk", listed, True),
+            ("truncated", made["mono16k"][:-1001], False), ("mono8bit", made["mono8bit"], False),
+            ("extensible", made["extensible"], False), ("rf64", made["rf64"], False)]
+
+
+def test_plain_pcm16_reader_gives_libsndfiles_samples_or_leaves_the_file_to_it(tmp_path):
+    """preprocess decodes plain 16-bit WAVs with the standard library (6x faster): the same float32
+    samples as libsndfile, bit for bit; anything else (or a header that does not match the data) is
+    decoded by libsndfile as before."""
+    from preprocess.render import _plain_pcm16, decode_clip
+
+    settings = RenderSettings()
+    for name, data, plain in _wav_variants(tmp_path):
+        path = tmp_path / f"{name}.wav"
+        path.write_bytes(data)
+        assert (_plain_pcm16(data, 3600.0) is not None) == plain, name
+        from_path, samples = decode_clip(path, settings)            # libsndfile, from the file
+        from_bytes, samples_b = decode_clip(path, settings, data)   # what preprocess does
+        assert samples == samples_b and np.array_equal(from_path, from_bytes), name
+    assert _plain_pcm16(_wav_variants(tmp_path)[0][1], 0.5) is None  # over the length cap: libsndfile refuses it
+
+
 def test_viridis_table_is_matplotlibs_viridis():
     import matplotlib
     expected = (matplotlib.colormaps["viridis"](np.arange(256))[:, :3] * 255 + 0.5).astype(np.uint8)
