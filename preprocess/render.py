@@ -155,8 +155,12 @@ def _read(handle: sf.SoundFile, frames: int, path: Path) -> np.ndarray:
         raise AudioError(f"{path}: cannot decode audio ({_plain(err)})") from None
     if not np.isfinite(samples).all():
         raise AudioError(f"{path}: contains NaN or infinite samples")
-    # mono: the one column as it is (the mean of one value is that value; .mean(axis=1) over 16,000
-    # rows of one costs more than the decode)
+    return _mono(samples)
+
+
+def _mono(samples: np.ndarray) -> np.ndarray:
+    """frames x channels float32 -> mono: the channels' mean; one channel as it is (the mean of one
+    value is that value; .mean(axis=1) over 16,000 rows of one costs more than the decode)."""
     return samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1)
 
 
@@ -218,7 +222,7 @@ def _plain_pcm16(data: bytes, max_seconds: float) -> tuple[np.ndarray, int] | No
     if len(raw) != frames * channels * 2:
         return None
     samples = (np.frombuffer(raw, "<i2").astype(np.float32) * np.float32(1 / 32768)).reshape(frames, channels)
-    return (samples[:, 0] if channels == 1 else samples.mean(axis=1)), rate
+    return _mono(samples), rate
 
 
 def decode_clip(path: str | os.PathLike, settings: RenderSettings, data: bytes | None = None,
@@ -232,25 +236,23 @@ def decode_clip(path: str | os.PathLike, settings: RenderSettings, data: bytes |
     the whole source's length at the render rate (preprocess.flags needs it).
     """
     path = Path(path)
-    plain = _plain_pcm16(data, max_seconds) if data is not None else None
-    if plain is not None:
-        wave = prepare_waveform(plain[0], plain[1], settings, fit=False)
-        return wave, len(wave)
-    with open_audio(path, data, max_seconds) as handle:
-        if handle.frames * handle.channels <= WHOLE_DECODE_SAMPLES:
-            samples, rate = _read(handle, -1, path), handle.samplerate
-            if samples.shape[0] == 0:
-                raise AudioError(f"{path}: no audio frames")
-            wave = prepare_waveform(samples, rate, settings, fit=False)
-            return wave, len(wave)
-        seen = [0]
+    whole = _plain_pcm16(data, max_seconds) if data is not None else None
+    if whole is None:
+        with open_audio(path, data, max_seconds) as handle:
+            if handle.frames * handle.channels > WHOLE_DECODE_SAMPLES:
+                seen = [0]
 
-        def counted(blocks):
-            for block in blocks:
-                seen[0] += len(block)
-                yield block
-        window = loudest_window(counted(audio_blocks(handle, path, settings)), settings.num_samples)
-        return window, seen[0]
+                def counted(blocks):
+                    for block in blocks:
+                        seen[0] += len(block)
+                        yield block
+                window = loudest_window(counted(audio_blocks(handle, path, settings)), settings.num_samples)
+                return window, seen[0]
+            whole = _read(handle, -1, path), handle.samplerate
+        if whole[0].shape[0] == 0:
+            raise AudioError(f"{path}: no audio frames")
+    wave = prepare_waveform(*whole, settings, fit=False)
+    return wave, len(wave)
 
 
 def load_clip(path: str | os.PathLike, settings: RenderSettings, data: bytes | None = None,
@@ -441,12 +443,17 @@ def save_png(image: Image.Image, path: str | os.PathLike, metadata: dict[str, st
     ~11 % of the bytes at level 1 (16.9 -> 15.1 KiB per default image) for 6x the encode time and
     3x the decode time in every training epoch.
     """
+    atomic_write_bytes(path, encode_png(image, metadata), temp_dir)
+
+
+def encode_png(image: Image.Image, metadata: dict[str, str] | None = None) -> memoryview:
+    """The PNG bytes save_png writes: uncompressed, `metadata` as specvision:KEY text chunks."""
     info = PngImagePlugin.PngInfo()
     for key, value in (metadata or {}).items():
         info.add_text(f"specvision:{key}", str(value))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info, compress_level=0)
-    atomic_write_bytes(path, buffer.getbuffer(), temp_dir)
+    return buffer.getbuffer()
 
 
 def read_png_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -9,7 +9,6 @@ resample), fit, spectrogram + dB, levels, image, flags record, PNG encode, atomi
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import tempfile
 import time
@@ -60,11 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             lap("levels + PIL image")
             record = flags.clip_record(wave, image, settings, len(wave))
             lap("flags.clip_record")
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG", compress_level=0,
-                       pnginfo=_text_chunks({"source": path, "sha256": sha, **record}))
+            png = R.encode_png(image, {"source": path, "sha256": sha, **record})
             lap("PNG encode")
-            R.atomic_write_bytes(os.path.join(out, f"{i}.png"), buffer.getbuffer(), prepare._staging)
+            R.atomic_write_bytes(os.path.join(out, f"{i}.png"), png, prepare._staging)
             lap("atomic write")
         total = time.thread_time() - start
     for name, seconds in totals.items():
@@ -72,13 +69,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'total':26s} {1000 * total / len(files):6.3f} ms per clip over {len(files)} clips "
           f"(torch threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.1f})")
     return 0
-
-
-def _text_chunks(metadata: dict) -> object:
-    info = R.PngImagePlugin.PngInfo()
-    for key, value in metadata.items():
-        info.add_text(f"specvision:{key}", str(value))
-    return info
 
 
 if __name__ == "__main__":

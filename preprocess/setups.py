@@ -52,9 +52,8 @@ def apply(args: argparse.Namespace) -> None:
     if args.source != "speechcommands":
         raise SetupError(f"--setup {setup} is a Speech Commands set-up: use it with "
                          f"--source speechcommands (a folder source takes --words)")
-    fixed = [f"--{name.replace('_', '-')}" for name in ("words", "unknown_words", "unknown_root")
-             if getattr(args, name)]
-    fixed += [f"--{name.replace('_', '-')}" for name in ("unknown_pct", "silence_pct") if getattr(args, name)]
+    fixed = [f"--{name.replace('_', '-')}" for name in ("words", "unknown_words", "unknown_root", "unknown_pct",
+                                                         "silence_pct") if getattr(args, name)]
     if fixed:
         raise SetupError(f"--setup {setup} fixes the classes and their counts itself; leave out "
                          f"{' '.join(fixed)} (or leave out --setup and give --words and the shares)")
