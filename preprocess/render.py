@@ -221,8 +221,9 @@ def _plain_pcm16(data: bytes, max_seconds: float) -> tuple[np.ndarray, int] | No
         return None
     if len(raw) != frames * channels * 2:
         return None
-    samples = (np.frombuffer(raw, "<i2").astype(np.float32) * np.float32(1 / 32768)).reshape(frames, channels)
-    return _mono(samples), rate
+    samples = np.frombuffer(raw, "<i2").astype(np.float32)
+    samples *= np.float32(1 / 32768)  # in place: one float32 copy of the clip, not two
+    return _mono(samples.reshape(frames, channels)), rate
 
 
 def decode_clip(path: str | os.PathLike, settings: RenderSettings, data: bytes | None = None,

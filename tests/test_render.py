@@ -141,7 +141,7 @@ def test_decoding_from_bytes_equals_decoding_from_the_path(tmp_path, fmt, subtyp
     assert str(path) in str(info.value)
 
 
-def _wav_variants(tmp_path):
+def _wav_variants():
     """(name, bytes, plain): 16-bit PCM WAVs the fast reader takes, and WAVs it must leave to libsndfile."""
     import io
     stereo = np.stack([tone(440, seconds=1.3), tone(900, seconds=1.3) * 0.5], axis=1)
@@ -169,14 +169,15 @@ def test_plain_pcm16_reader_gives_libsndfiles_samples_or_leaves_the_file_to_it(t
     from preprocess.render import _plain_pcm16, decode_clip
 
     settings = RenderSettings()
-    for name, data, plain in _wav_variants(tmp_path):
+    variants = _wav_variants()
+    for name, data, plain in variants:
         path = tmp_path / f"{name}.wav"
         path.write_bytes(data)
         assert (_plain_pcm16(data, 3600.0) is not None) == plain, name
         from_path, samples = decode_clip(path, settings)            # libsndfile, from the file
         from_bytes, samples_b = decode_clip(path, settings, data)   # what preprocess does
         assert samples == samples_b and np.array_equal(from_path, from_bytes), name
-    assert _plain_pcm16(_wav_variants(tmp_path)[0][1], 0.5) is None  # over the length cap: libsndfile refuses it
+    assert _plain_pcm16(variants[0][1], 0.5) is None  # over the length cap: libsndfile refuses it
 
 
 def test_viridis_table_is_matplotlibs_viridis():
