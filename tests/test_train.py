@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -18,10 +19,11 @@ from torch.optim.swa_utils import update_bn
 
 from conftest import REPO, SPEECH_EPOCHS, first_clips
 from preprocess.layout import SettingsError, read_render_record, write_render_record
-from preprocess.render import RenderSettings, image_to_tensor, read_png_metadata, render_file, save_png
+from preprocess.render import (RenderSettings, image_to_tensor, read_png_metadata, render_file, render_image,
+                               save_png)
 from train import bench, evaluate as evaluate_cli
 from train.checkpoint import STATE_FILE, load_checkpoint, load_model
-from train.data import DataError, NoiseFloor, SpecAugment, SpectrogramFolder, build_datasets
+from train.data import BackgroundMix, DataError, NoiseFloor, SpecAugment, SpectrogramFolder, build_datasets
 from train.engine import exponential_average
 from train.metrics import classification_report
 from train.models import ARCHITECTURES, DEFAULT_ARCH, PretrainedError, build_model, load_pretrained
@@ -184,6 +186,43 @@ def test_noise_floor_mixes_in_decibels_and_stays_a_rendered_image(small_images):
     gray = NoiseFloor(RenderSettings(colormap="gray"), probability=1.0)
     gray_image = levels[None].float() / 255
     assert (gray(gray_image, torch.Generator().manual_seed(0)) >= gray_image).all()
+
+
+def test_background_mix_is_close_to_rendering_the_mixed_audio(tmp_path, small_images, capsys):
+    """An image mixed with a 'silence' image ~ the spectrogram of the two recordings added as audio."""
+    settings = RenderSettings()
+    rate, n = settings.sample_rate, settings.num_samples
+    rng = np.random.default_rng(0)
+    t = np.arange(n) / rate
+    envelope = np.exp(-0.5 * ((t - 0.5) / 0.12) ** 2)
+    word = (0.3 * envelope * sum(np.sin(2 * np.pi * f * t * (1 + 0.2 * t)) / k
+                                 for k, f in enumerate((180, 360, 540, 720, 900), 1))).astype(np.float32)
+    noise = np.cumsum(rng.standard_normal(n)).astype(np.float32)  # brown noise: loud lows, quiet highs
+    noise = 0.02 * (noise - noise.mean()) / noise.std()
+    images = tmp_path / "images"
+    for name, wave in (("word", word), ("silence", noise)):
+        (images / "train" / name).mkdir(parents=True)
+        save_png(render_image(wave, settings), images / "train" / name / "a.png")
+    folder = SpectrogramFolder(images / "train", settings.channels, settings.image_size)
+    mix = BackgroundMix(NoiseFloor(settings), probability=1.0, gain_db=(0.0, 0.0))
+    assert mix.bind(folder, "silence") == 1
+    clean = folder.load_tensor(folder.class_to_idx["word"])
+    mixed = mix(clean, torch.Generator().manual_seed(0))
+    codec = mix.codec
+    truth = codec.levels(image_to_tensor(render_image(word + noise, settings), settings.channels)).float()
+    error = (codec.levels(mixed).float() - truth).abs().mean()
+    # either input alone is far from the truth (51 and 6.5 levels here); the mix within a level (0.46)
+    word_only = (codec.levels(clean).float() - truth).abs().mean()
+    noise_only = (codec.levels(folder.load_tensor(mix.indices[0])).float() - truth).abs().mean()
+    assert error < 1.0 and error < 0.25 * min(word_only, noise_only), (error, word_only, noise_only)
+    assert torch.equal(mixed, mix(clean, torch.Generator().manual_seed(0)))  # seeded
+    assert torch.equal(BackgroundMix(codec, 0.0).__call__(clean, torch.Generator()), clean)
+    # without a silence class it draws nothing, and train says what is missing (exit 2)
+    assert BackgroundMix(codec, 1.0).bind(SpectrogramFolder(small_images / "train", 3, settings.image_size),
+                                          "silence") == 0
+    assert main(["--images", str(small_images), "--out", str(tmp_path / "m"), "--background", "0.5",
+                 *FAST]) == 2
+    assert "no silence" not in (err := capsys.readouterr().err) and "'silence'" in err and "--background 0" in err
 
 
 def test_training_augmentation_is_seeded_by_epoch_and_index(small_images):

@@ -33,6 +33,9 @@ NOISE_PROBABILITY = 0.0  # share of training images given a random noise floor: 
                          # help on the real clips (docs/guide.md); --noise 0.5 turns it on
 NOISE_FLOOR_DB = (-70.0, -30.0)  # its level, uniform; clean clips sit near -70, noisy rooms near -40
 NOISE_TILT_DB = 10.0     # +- dB from the lowest to the highest row: white-ish to pink-ish noise
+BACKGROUND_PROBABILITY = 0.8  # share of training images mixed with a real background where the set has a
+                              # 'silence' class (--background): Google's trainer mixes 80 %
+BACKGROUND_GAIN_DB = (-10.0, 0.0)  # extra gain of that background, uniform (its crop has its own gain)
 
 
 class DataError(SpecVisionError):
@@ -244,10 +247,52 @@ class NoiseFloor:
         # Rows run from high frequency (top) to low (bottom): a tilt of +t makes high rows louder.
         row_power = 10.0 ** ((floor + tilt * torch.linspace(0.5, -0.5, height)[:, None]) / 10.0)
         fluctuation = torch.rand(height, width, generator=generator).log_().neg_()  # Exp(1)
-        power = self.level_power[self.levels(image)] + row_power * fluctuation
+        return self.from_power(self.power(image) + row_power * fluctuation)
+
+    def power(self, image: torch.Tensor) -> torch.Tensor:
+        """float CxHxW image -> HxW signal power of its pixels."""
+        return self.level_power[self.levels(image)]
+
+    def from_power(self, power: torch.Tensor) -> torch.Tensor:
+        """HxW power -> the image the renderer draws for it (levels quantised as to_levels does)."""
         span = self.db_max - self.db_min
         levels = ((10.0 * torch.log10(power) - self.db_min) * (255.0 / span)).clamp_(0.0, 255.0)
         return self.image(levels.add_(0.5).floor_().long())
+
+
+class BackgroundMix:
+    """Mix a real background into a training image: a random training image of the 'silence' class
+    (1 s crops of the background recordings at random gains, see preprocess.openworld), its power
+    added to the image's, pixel by pixel, at a further random gain.
+
+    Google's speech_commands trainer mixes `_background_noise_` into 80 % of its training clips for the
+    same reason: words are heard over dishes, taps and fans, and a model trained on clean clips loses
+    them there (the scanner's recall, docs/benchmarks.md). Adding powers is how uncorrelated sounds add
+    in a spectrogram (on average), so the result is close to what rendering the mixed audio would give,
+    and the train stage stays image-only. The silence images of the train split only: val/test unseen.
+    """
+
+    def __init__(self, codec: NoiseFloor, probability: float, gain_db: tuple[float, float] = BACKGROUND_GAIN_DB):
+        self.codec, self.probability, self.gain_db = codec, probability, gain_db
+        self.dataset: SpectrogramFolder | None = None
+        self.indices = torch.zeros(0, dtype=torch.int64)
+
+    def bind(self, dataset: "SpectrogramFolder", class_name: str) -> int:
+        """Draw backgrounds from `dataset`'s images of `class_name`; -> how many there are."""
+        self.dataset = dataset
+        if class_name in dataset.class_to_idx:
+            label = dataset.class_to_idx[class_name]
+            self.indices = torch.tensor([i for i, t in enumerate(dataset.targets) if t == label], dtype=torch.int64)
+        return len(self.indices)
+
+    def __call__(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if not len(self.indices) or float(torch.rand((), generator=generator)) >= self.probability:
+            return image
+        pick = int(self.indices[int(torch.randint(0, len(self.indices), (1,), generator=generator))])
+        low, high = self.gain_db
+        gain = 10.0 ** ((low + (high - low) * float(torch.rand((), generator=generator))) / 10.0)
+        background = self.codec.power(self.dataset.load_tensor(pick))
+        return self.codec.from_power(self.codec.power(image) + gain * background)
 
 
 class SpecAugment:
@@ -263,16 +308,19 @@ class SpecAugment:
 
     def __init__(self, max_shift: float = MAX_TIME_SHIFT, time_masks: int = TIME_MASKS,
                  max_time_mask: float = MAX_TIME_MASK, freq_masks: int = FREQ_MASKS,
-                 max_freq_mask: float = MAX_FREQ_MASK, noise: NoiseFloor | None = None):
+                 max_freq_mask: float = MAX_FREQ_MASK, noise: NoiseFloor | None = None,
+                 background: BackgroundMix | None = None):
         self.max_shift = max_shift
         self.time_masks, self.max_time_mask = time_masks, max_time_mask
         self.freq_masks, self.max_freq_mask = freq_masks, max_freq_mask
-        self.noise = noise
+        self.noise, self.background = noise, background
 
     def __call__(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         _, height, width = image.shape
         if self.noise is not None:
             image = self.noise(image, generator)
+        if self.background is not None:
+            image = self.background(image, generator)
         image = self._shift(image, int(self.max_shift * width), generator)
         fill = image.mean(dim=(1, 2), keepdim=True)
         for _ in range(self.time_masks):
@@ -307,6 +355,9 @@ class SpecAugment:
     def __repr__(self) -> str:
         noise = (f"noise floor {self.noise.floor_db[0]:.0f}..{self.noise.floor_db[1]:.0f} dB on "
                  f"{self.noise.probability:.0%}, " if self.noise is not None else "")
+        if self.background is not None:
+            noise += (f"background mix {self.background.gain_db[0]:.0f}..{self.background.gain_db[1]:.0f} dB on "
+                      f"{self.background.probability:.0%} ({len(self.background.indices)} images), ")
         return (f"SpecAugment({noise}shift<={self.max_shift:.0%} of width, {self.time_masks} time masks "
                 f"<={self.max_time_mask:.0%}, {self.freq_masks} freq masks <={self.max_freq_mask:.0%})")
 

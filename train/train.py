@@ -31,13 +31,14 @@ from tqdm import tqdm
 from preprocess import cli
 from preprocess.cli import SpecVisionError
 from preprocess.layout import read_render_record
-from preprocess.openworld import target_classes
+from preprocess.openworld import SILENCE, target_classes
 from preprocess.render import RenderSettings
 from train import balance
 from train.checkpoint import (STATE_FILE, atomic_torch_save, cpu_state_dict, load_train_state,
                               make_checkpoint, resume_config, save_train_state)
 from train.engine import exponential_average, score_loader, train_one_epoch
-from train.data import NOISE_PROBABILITY, NoiseFloor, SpecAugment, Unaugmented, build_datasets
+from train.data import (BACKGROUND_PROBABILITY, NOISE_PROBABILITY, BackgroundMix, DataError, NoiseFloor,
+                        SpecAugment, Unaugmented, build_datasets)
 from train.metrics import (classification_report, format_confusion, plot_confusion, plot_curves,
                            write_json_atomic)
 from train.models import ARCHITECTURES, DEFAULT_ARCH, build_model, load_pretrained
@@ -121,13 +122,25 @@ class Training:
         self.render = read_render_record(args.images)
         self.settings = RenderSettings.from_dict(self.render["settings"])
         self.input_size = (self.settings.channels, *self.settings.image_size)
-        noise = None
+        noise = background = None
         if args.noise > 0 and self.settings.feature != "mfcc":  # mfcc pixels are not decibels
             noise = NoiseFloor(self.settings, probability=args.noise)
-        augment = SpecAugment(noise=noise) if args.augment else None
+        asked = args.background is not None  # default: on wherever there is a silence class to draw from
+        if args.augment and (args.background or not asked) and self.settings.feature != "mfcc":
+            background = BackgroundMix(NoiseFloor(self.settings),
+                                       probability=args.background if asked else BACKGROUND_PROBABILITY)
+        elif asked and args.background > 0 and self.settings.feature == "mfcc":
+            raise DataError("--background mixes decibel images; mfcc images are not (use 0)")
+        augment = SpecAugment(noise=noise, background=background) if args.augment else None
         self.datasets = build_datasets(args.images, self.settings, augment=augment, cache=args.cache,
                                        seed=args.seed, progress=self.progress,
                                        skip_bad=args.skip_bad_images)
+        if background is not None and not background.bind(self.datasets["train"], SILENCE):
+            if asked:
+                raise DataError(f"{args.images}: --background {args.background} mixes in the training images "
+                                f"of the class '{SILENCE}', and there are none (preprocess with --silence-pct, "
+                                f"or train with --background 0)")
+            augment.background = None
         self.classes = self.datasets["train"].classes
         self.loader_options = loader_options(self.device, args.workers)
         self.train_loader, self.train_generator = train_loader(
@@ -363,6 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--noise", type=float, default=NOISE_PROBABILITY, metavar="P",
                         help="share of training images mixed with a random background-noise floor, in dB "
                              "(spectrogram and mel images; 0: off) (default: %(default)s)")
+    parser.add_argument("--background", type=float, default=None, metavar="P",
+                        help=f"share of training images mixed with a random training image of the class "
+                             f"'{SILENCE}' (real background noise), their powers added, as if recorded over "
+                             f"it; needs that class (default: {BACKGROUND_PROBABILITY} where the images have "
+                             f"it, else 0)")
     parser.add_argument("--ema", type=float, default=EMA_EPOCHS, metavar="EPOCHS",
                         help="validate and keep an exponential moving average of the weights over about "
                              "this many epochs; 0: the raw weights (default: %(default)s)")
