@@ -225,6 +225,25 @@ def test_background_mix_is_close_to_rendering_the_mixed_audio(tmp_path, small_im
     assert "no silence" not in (err := capsys.readouterr().err) and "'silence'" in err and "--background 0" in err
 
 
+def test_background_mix_is_on_by_default_only_where_there_is_a_silence_class(small_images, tmp_path):
+    def background(images: Path, *flags: str):
+        training = Training(build_parser().parse_args(["--images", str(images), "--out", str(tmp_path / "m"),
+                                                       *FAST, *flags]))
+        augment = training.datasets["train"].augment
+        return None if augment is None else augment.background
+
+    assert background(small_images) is None  # yes/no only: nothing to mix in, and no error
+    opened = tmp_path / "open"
+    shutil.copytree(small_images, opened)
+    for split in ("train", "val", "test"):  # a 'silence' class: here some of the 'no' images
+        shutil.copytree(opened / split / "no", opened / split / "silence")
+    mix = background(opened)
+    assert mix is not None and mix.probability == 0.8 and len(mix.indices) == 12
+    assert background(opened, "--background", "0") is None
+    assert background(opened, "--background", "0.3").probability == 0.3
+    assert background(opened, "--no-augment", "--background", "0.3") is None  # no augmentation at all
+
+
 def test_training_augmentation_is_seeded_by_epoch_and_index(small_images):
     settings = RenderSettings.from_dict(read_render_record(small_images)["settings"])
     train = build_datasets(small_images, settings, augment=SpecAugment(), progress=False)["train"]
