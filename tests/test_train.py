@@ -223,6 +223,9 @@ def test_background_mix_is_close_to_rendering_the_mixed_audio(tmp_path, small_im
     assert main(["--images", str(small_images), "--out", str(tmp_path / "m"), "--background", "0.5",
                  *FAST]) == 2
     assert "no silence" not in (err := capsys.readouterr().err) and "'silence'" in err and "--background 0" in err
+    for share in ("-0.1", "1.5"):
+        assert main(["--images", str(small_images), "--out", str(tmp_path / "m"), "--background", share, *FAST]) == 2
+        assert "--background is a share" in capsys.readouterr().err
 
 
 def test_background_mix_is_on_by_default_only_where_there_is_a_silence_class(small_images, tmp_path):

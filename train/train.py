@@ -416,6 +416,10 @@ def main(argv=None) -> int:
         if getattr(args, name) < 1:
             print(f"error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
+    for name in ("noise", "background"):
+        if getattr(args, name) is not None and not 0.0 <= getattr(args, name) <= 1.0:
+            print(f"error: --{name} is a share of the training images, from 0 to 1", file=sys.stderr)
+            return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     training = None
