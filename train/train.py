@@ -122,25 +122,19 @@ class Training:
         self.render = read_render_record(args.images)
         self.settings = RenderSettings.from_dict(self.render["settings"])
         self.input_size = (self.settings.channels, *self.settings.image_size)
-        noise = background = None
+        noise = None
         if args.noise > 0 and self.settings.feature != "mfcc":  # mfcc pixels are not decibels
             noise = NoiseFloor(self.settings, probability=args.noise)
         asked = args.background is not None  # default: on wherever there is a silence class to draw from
-        if args.augment and (args.background or not asked) and self.settings.feature != "mfcc":
-            background = BackgroundMix(NoiseFloor(self.settings),
-                                       probability=args.background if asked else BACKGROUND_PROBABILITY)
-        elif asked and args.background > 0 and self.settings.feature == "mfcc":
+        background_share = args.background if asked else BACKGROUND_PROBABILITY
+        if asked and background_share > 0 and self.settings.feature == "mfcc":
             raise DataError("--background mixes decibel images; mfcc images are not (use 0)")
-        augment = SpecAugment(noise=noise, background=background) if args.augment else None
+        augment = SpecAugment(noise=noise) if args.augment else None
         self.datasets = build_datasets(args.images, self.settings, augment=augment, cache=args.cache,
                                        seed=args.seed, progress=self.progress,
                                        skip_bad=args.skip_bad_images)
-        if background is not None and not background.bind(self.datasets["train"], SILENCE):
-            if asked:
-                raise DataError(f"{args.images}: --background {args.background} mixes in the training images "
-                                f"of the class '{SILENCE}', and there are none (preprocess with --silence-pct, "
-                                f"or train with --background 0)")
-            augment.background = None
+        if augment is not None and background_share > 0 and self.settings.feature != "mfcc":
+            augment.background = self._background_mix(noise, background_share, asked)
         self.classes = self.datasets["train"].classes
         self.loader_options = loader_options(self.device, args.workers)
         self.train_loader, self.train_generator = train_loader(
@@ -186,6 +180,21 @@ class Training:
             self._load_state()
         if args.tensorboard and self.is_main:
             self.writer = _tensorboard_writer(self.out / "tensorboard")
+
+    def _background_mix(self, codec: NoiseFloor | None, share: float, asked: bool) -> BackgroundMix | None:
+        """The mix drawing from the training images of the class SILENCE, or None where there are none
+        (an error if --background was given). The dB codec is built only then (~70 ms: its colour
+        table), and shared with the noise floor's when that is on."""
+        train = self.datasets["train"]
+        if SILENCE in train.class_to_idx:
+            mix = BackgroundMix(codec or NoiseFloor(self.settings), probability=share)
+            if mix.bind(train, SILENCE):
+                return mix
+        if asked:
+            raise DataError(f"{self.args.images}: --background {share} mixes in the training images of the "
+                            f"class '{SILENCE}', and there are none (preprocess with --silence-pct, or train "
+                            f"with --background 0)")
+        return None
 
     # ------------------------------------------------------------ epochs
 
