@@ -54,6 +54,10 @@ def test_score_only_needs_kept_models_and_excludes_out(tmp_path, capsys, real_da
     assert openset.main(["--score-only", str(tmp_path), "--out", str(tmp_path), *common]) == 2
     assert openset.main(common) == 2
     assert "--score-only DIR" in capsys.readouterr().err
+    for bad in (["--hop", "0"], ["--smooth", "-1"], ["--threshold", "1.5"]):
+        assert openset.main(["--out", str(tmp_path / "x"), *bad, *common]) == 2, bad
+        assert "--hop must be > 0" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_scan_misses_names_the_stage_that_lost_each_clip():

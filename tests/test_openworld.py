@@ -273,14 +273,25 @@ def test_scanner_reports_target_words_only():
     assert [d.label for d in every] == ["unknown", "silence", "yes"]
 
 
-def test_default_gate_depends_on_the_silence_class(open_model, tmp_path):
-    assert predict.Predictor(open_model).default_gate_db() == detect.GATE_WITH_SILENCE_DB
+def test_default_gate_and_hop_depend_on_the_silence_class(open_model, tmp_path):
+    opened = predict.Predictor(open_model)
+    assert opened.default_gate_db() == detect.GATE_WITH_SILENCE_DB
+    assert opened.default_hop_s() == detect.HOP_WITH_SILENCE_S < detect.DEFAULT_HOP_S
     ckpt = torch.load(open_model, weights_only=True)
     model = build_model(DEFAULT_ARCH, 2, (3, 201, 81))
-    closed = tmp_path / "closed.pt"
+    closed_path = tmp_path / "closed.pt"
     atomic_torch_save(make_checkpoint(model.eval(), DEFAULT_ARCH, ["no", "yes"], (3, 201, 81), ckpt["render"]),
-                      closed)
-    assert predict.Predictor(closed).default_gate_db() == detect.ACTIVITY_MARGIN_DB
+                      closed_path)
+    closed = predict.Predictor(closed_path)
+    assert closed.default_gate_db() == detect.ACTIVITY_MARGIN_DB
+    assert closed.default_hop_s() == detect.DEFAULT_HOP_S
+    # the scan (library and command line) uses the model's hop unless one is given
+    wave = np.random.default_rng(0).normal(0, 0.01, 3 * 16000).astype(np.float32)
+    for predictor, hop in ((opened, detect.HOP_WITH_SILENCE_S), (closed, detect.DEFAULT_HOP_S)):
+        assert np.allclose(np.diff(detect.scan(predictor, "w", wave).starts_s), hop)
+        assert predict.Options().hop(predictor) == hop
+        assert predict.Options(hop_s=0.5).hop(predictor) == 0.5
+        assert np.allclose(np.diff(detect.scan(predictor, "w", wave, hop_s=0.5).starts_s), 0.5)
 
 
 def test_balance_modes_change_the_loss_or_the_loader_and_auto_leaves_balanced_sets_alone():

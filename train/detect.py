@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 # ---------------------------------------------------------------- defaults (seconds, dB)
 DEFAULT_HOP_S = 0.25          # one window every 250 ms: each word is seen by about 4 windows
+HOP_WITH_SILENCE_S = 0.125    # models with a 'silence' class (no gate): 8 windows a word. Measured over five
+                              # folds (docs/benchmarks.md): false accepts per hour 3.2 -> 0.5 for 0.7 points
+                              # of recall; a yes/no model behind the gate loses 1-2 points with it, gains nothing
 DEFAULT_SMOOTH_S = 0.75       # posterior averaging span (recognize_commands averages ~0.5-1 s)
 DEFAULT_THRESHOLD = 0.7       # smoothed confidence a label must reach (recognize_commands default 0.7)
 DEFAULT_REFRACTORY_S = 0.75   # words (middles) closer than this are one word: the stronger answer is kept
@@ -382,18 +385,20 @@ class Scan:
                 for d in self.detections]
 
 
-def scan(predictor: Predictor, path: str, wave, hop_s: float = DEFAULT_HOP_S,
+def scan(predictor: Predictor, path: str, wave, hop_s: float | None = None,
          smooth_s: float = DEFAULT_SMOOTH_S, threshold: float = DEFAULT_THRESHOLD,
          refractory_s: float = DEFAULT_REFRACTORY_S, gate_db: float | None = None,
          batch_size: int = SCAN_WAVE_BATCH_SIZE, estimate: int | None = None) -> Scan:
     """Windows of the model's duration every hop, each rendered like a clip (predictor.audio_tensor),
-    then the pipeline above. Only target words are reported; gate_db None: predictor.default_gate_db().
+    then the pipeline above. Only target words are reported; hop_s / gate_db None: the predictor's
+    default_hop_s() / default_gate_db().
 
     `wave`: the waveform at the model's rate, or an iterable of consecutive blocks of it (then
     `estimate`, its approximate length, sizes the plot envelope). Blocks are consumed as they come
     (WindowFeeder): only the last block and one window are held.
     """
     gate_db = predictor.default_gate_db() if gate_db is None else gate_db
+    hop_s = predictor.default_hop_s() if hop_s is None else hop_s
     rate, window = predictor.settings.sample_rate, predictor.settings.num_samples
     hop = max(1, int(round(hop_s * rate)))
     blocks = [wave] if isinstance(wave, np.ndarray) else wave

@@ -21,7 +21,8 @@ OUT/fold<k>/...), and scores both on test material only:
 and reports means; `--synthetic N` trains both models on N eSpeak NG clips per class instead (no
 recorded speech in training; the background recordings' train regions are used) and scores them on
 the same real test material; `--score-only DIR` trains nothing and scores again the models a run with
-`--out DIR` kept. Missed scan clips are counted by the stage that lost them (`scan_misses`). The last
+`--out DIR` kept (with `--hop`, `--smooth`, `--threshold`: at other scanner settings). Missed scan
+clips are counted by the stage that lost them (`scan_misses`). The last
 line is one JSON object: {"closed": {...}, "open": {...}, ...}.
 """
 from __future__ import annotations
@@ -214,23 +215,29 @@ def long_recording(material: Material, words: list[tuple[str, np.ndarray]], minu
     return np.clip(bed, -1.0, 1.0), laid
 
 
-def scan_scores(predictor: Predictor, material: Material, minutes: float, seed: int, gate_db: float) -> dict:
+def scan_scores(predictor: Predictor, material: Material, minutes: float, seed: int, gate_db: float,
+                scanner: dict | None = None) -> dict:
+    """False accepts per hour and scan recall; `scanner`: detect.scan's hop_s / smooth_s / threshold
+    where given (else the model's defaults)."""
+    scanner = {k: v for k, v in (scanner or {}).items() if v is not None}
     settings = predictor.settings
     others = [(w, load_audio(p, settings)) for w, p in material.others["test"]]
     targets = [(w, load_audio(p, settings)) for w, p in material.targets["test"]]
     quiet, _ = long_recording(material, others, minutes, seed)  # every test other word, once
-    found = detect.scan(predictor, "long-others", quiet, gate_db=gate_db).detections
+    found = detect.scan(predictor, "long-others", quiet, gate_db=gate_db, **scanner).detections
     hours = len(quiet) / SAMPLE_RATE / 3600
     mixed_words = [x for pair in zip(targets, others) for x in pair] + targets[len(others):]
     mixed, laid = long_recording(material, mixed_words, 0.0, seed + 1)  # each target, between other words
-    scan = detect.scan(predictor, "long-targets", mixed, gate_db=gate_db)
+    scan = detect.scan(predictor, "long-targets", mixed, gate_db=gate_db, **scanner)
     laid_targets = [(w, a, b) for w, a, b in laid if w in TARGETS]
     misses = scan_misses(scan, predictor.classes, laid_targets)
     recalled = len(laid_targets) - sum(misses.values())
     return {"false_accepts": len(found), "long_minutes": round(hours * 60, 2),
             "false_accepts_per_hour": round(len(found) / hours, 2),
             "scan_recall": round(recalled / max(1, len(laid_targets)), 4), "scan_targets": len(laid_targets),
-            "scan_misses": misses, "gate_db": gate_db}
+            "scan_misses": misses, "gate_db": gate_db,
+            "hop_s": scanner.get("hop_s", predictor.default_hop_s()),
+            "smooth_s": scanner.get("smooth_s", detect.DEFAULT_SMOOTH_S), "threshold": scan.threshold}
 
 
 def scan_misses(scan, classes: list[str], laid: list[tuple[str, float, float]]) -> dict:
@@ -257,7 +264,8 @@ def scan_misses(scan, classes: list[str], laid: list[tuple[str, float, float]]) 
     return misses
 
 
-def score(model_path: Path, material: Material, minutes: float, seed: int, compare_gates: bool) -> dict:
+def score(model_path: Path, material: Material, minutes: float, seed: int, compare_gates: bool,
+          scanner: dict | None = None) -> dict:
     """Every figure for one model; the scans use the model's default energy gate (with
     compare_gates, both gate settings are scanned and reported under 'gate_variants')."""
     predictor = Predictor(model_path)
@@ -275,7 +283,7 @@ def score(model_path: Path, material: Material, minutes: float, seed: int, compa
     }
     default = predictor.default_gate_db()
     gates = sorted({default, 0.0, detect.ACTIVITY_MARGIN_DB}) if compare_gates else [default]
-    scans = {gate: scan_scores(predictor, material, minutes, seed, gate) for gate in gates}
+    scans = {gate: scan_scores(predictor, material, minutes, seed, gate, scanner) for gate in gates}
     result.update(scans[default])
     if compare_gates:
         result["gate_variants"] = list(scans.values())
@@ -319,7 +327,8 @@ def score_fold(args, fold: int, folder: Path, material: Material) -> dict:
     results = {}
     for name in ("closed", "open"):
         results[name] = score(folder / name / "model.pt", material, args.long_minutes, args.seed + fold,
-                              compare_gates=name == "open" and fold == 0)  # the gate study: one fold
+                              compare_gates=name == "open" and fold == 0,  # the gate study: one fold
+                              scanner={"hop_s": args.hop, "smooth_s": args.smooth, "threshold": args.threshold})
         print(f"fold {fold} {name}: {json.dumps(results[name])}", file=sys.stderr)
     return results
 
@@ -363,6 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "speech; scored on the same real test material")
     parser.add_argument("--long-minutes", type=float, default=LONG_MINUTES,
                         help="length of the test-only long recording (default: %(default)s)")
+    parser.add_argument("--hop", type=float, default=None, metavar="S",
+                        help="scanner: seconds between windows (default: the model's, see python -m train.predict)")
+    parser.add_argument("--smooth", type=float, default=None, metavar="S",
+                        help=f"scanner: seconds of posterior averaging (default {detect.DEFAULT_SMOOTH_S})")
+    parser.add_argument("--threshold", type=float, default=None, metavar="T",
+                        help=f"scanner: smoothed confidence of a detection (default {detect.DEFAULT_THRESHOLD})")
     parser.add_argument("--epochs", type=int, default=None,
                         help="training budget per model (default: the recipe's, see python -m train)")
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
@@ -375,6 +390,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.folds < 1 or args.synthetic < 0 or args.long_minutes <= 0:
         print("error: --folds must be >= 1, --synthetic >= 0, --long-minutes > 0", file=sys.stderr)
+        return 2
+    if ((args.hop is not None and args.hop <= 0) or (args.smooth is not None and args.smooth < 0)
+            or (args.threshold is not None and not 0 <= args.threshold <= 1)):
+        print("error: --hop must be > 0, --smooth >= 0, --threshold in 0..1", file=sys.stderr)
         return 2
     for folder, probe in ((args.real, "yes"), (args.other, None)):
         if not folder.is_dir() or (probe and not (folder / probe).is_dir()):

@@ -100,7 +100,7 @@ class Options:
     top_k: int = 1                  # also list the K most likely classes
     threshold: float | None = None  # clips: below it the label is `unknown` (None: never); long
                                     # recordings: smoothed confidence of a detection (None: detect's default)
-    hop_s: float = detect.DEFAULT_HOP_S          # long recordings: seconds between windows
+    hop_s: float | None = None      # long recordings: seconds between windows (None: the model's default_hop_s())
     smooth_s: float = detect.DEFAULT_SMOOTH_S    # ... seconds of posterior averaging
     refractory_s: float = detect.DEFAULT_REFRACTORY_S  # ... detections closer than this are one word
     gate_db: float | None = None    # ... energy gate (0: off; None: the model's default_gate_db())
@@ -112,12 +112,15 @@ class Options:
         also a hop longer than its window."""
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ValueError("--threshold must be between 0 and 1")
-        if (self.top_k < 1 or self.batch_size < 1 or self.hop_s <= 0 or self.smooth_s < 0
-                or self.refractory_s < 0):
+        if (self.top_k < 1 or self.batch_size < 1 or (self.hop_s is not None and self.hop_s <= 0)
+                or self.smooth_s < 0 or self.refractory_s < 0):
             raise ValueError("--top-k and --batch-size must be >= 1, --hop > 0, --smooth and --refractory >= 0")
-        if predictor is not None and self.hop_s > predictor.settings.duration:
+        if predictor is not None and self.hop(predictor) > predictor.settings.duration:
             raise ValueError(f"--hop {self.hop_s} is longer than the model's window "
                              f"({predictor.settings.duration} s)")
+
+    def hop(self, predictor: Predictor) -> float:
+        return predictor.default_hop_s() if self.hop_s is None else self.hop_s
 
 
 class Predictor:
@@ -210,6 +213,11 @@ class Predictor:
         GATE_WITH_SILENCE_DB (measured: docs/benchmarks.md, open-world keyword spotting)."""
         return detect.GATE_WITH_SILENCE_DB if SILENCE in self.classes else detect.ACTIVITY_MARGIN_DB
 
+    def default_hop_s(self) -> float:
+        """Seconds between scan windows: finer for models with a silence class, whose false accepts
+        the denser average cuts (detect.HOP_WITH_SILENCE_S); the gated yes/no scan keeps DEFAULT_HOP_S."""
+        return detect.HOP_WITH_SILENCE_S if SILENCE in self.classes else detect.DEFAULT_HOP_S
+
 
 # ---------------------------------------------------------------- the library call
 
@@ -246,7 +254,8 @@ def iter_predictions(predictor: Predictor, paths: Iterable[str | os.PathLike], o
     yield from failures
     pending: list[tuple[str, torch.Tensor]] = []
     threshold = 0.0 if options.threshold is None else options.threshold
-    scan_options = {"hop_s": options.hop_s, "smooth_s": options.smooth_s, "refractory_s": options.refractory_s,
+    hop_s = options.hop(predictor)
+    scan_options = {"hop_s": hop_s, "smooth_s": options.smooth_s, "refractory_s": options.refractory_s,
                     "threshold": detect.DEFAULT_THRESHOLD if options.threshold is None else options.threshold,
                     "gate_db": options.gate_db, "batch_size": min(options.batch_size, detect.SCAN_BATCH_SIZE)}
 
@@ -261,7 +270,7 @@ def iter_predictions(predictor: Predictor, paths: Iterable[str | os.PathLike], o
 
     for path in tqdm(files, desc="predict", unit="file", disable=True if not progress or len(files) < 2 else None):
         try:
-            tensor, long_path = predictor.load(path, options.hop_s, options.max_seconds)
+            tensor, long_path = predictor.load(path, hop_s, options.max_seconds)
         except (AudioError, InputError) as err:
             yield Failure(str(path), str(err))
             continue
@@ -368,8 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="clips: below this confidence the label is `unknown` (default: never); long "
                              f"recordings: smoothed confidence needed for a detection "
                              f"(default {detect.DEFAULT_THRESHOLD})")
-    parser.add_argument("--hop", type=float, default=detect.DEFAULT_HOP_S,
-                        help="long recordings: seconds between windows (default %(default)s)")
+    parser.add_argument("--hop", type=float, default=None,
+                        help="long recordings: seconds between windows (default: "
+                             f"{detect.HOP_WITH_SILENCE_S} for a model with a 'silence' class, else "
+                             f"{detect.DEFAULT_HOP_S})")
     parser.add_argument("--smooth", type=float, default=detect.DEFAULT_SMOOTH_S,
                         help="long recordings: seconds of posterior averaging (default %(default)s)")
     parser.add_argument("--refractory", type=float, default=detect.DEFAULT_REFRACTORY_S,
