@@ -103,7 +103,10 @@ def safe_extract(archive: Path, target: Path) -> Path:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:  # one streaming pass: members are checked as they come
                 _check_member(member, archive)
-                tar.extract(member, staging, filter="data")  # the stdlib's own guard as a second line
+                if hasattr(tarfile, "data_filter"):  # the stdlib's own guard as a second line
+                    tar.extract(member, staging, filter="data")
+                else:  # Python < 3.11.4 / 3.10.12 has no extraction filters: take no owner or mode from it
+                    tar.extract(member, staging, set_attrs=False)
         staging.replace(target)
     except (tarfile.TarError, OSError) as err:
         shutil.rmtree(staging, ignore_errors=True)

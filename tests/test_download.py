@@ -151,10 +151,29 @@ def test_server_without_ranges_restarts_cleanly(tmp_path, tarball):
     assert dest.read_bytes() == data
 
 
+@pytest.fixture(params=["stdlib filter", "no stdlib filter"])
+def extraction(request, monkeypatch):
+    """Both extraction paths: Python >= 3.11.4 (tarfile's "data" filter) and older ones without it."""
+    if request.param == "no stdlib filter":
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    return request.param
+
+
+def test_extraction_keeps_the_files_and_takes_no_special_mode_from_the_archive(tmp_path, extraction):
+    setuid = tarfile.TarInfo("yes/setuid_nohash_0.wav")
+    setuid.size, setuid.mode = 3, 0o4777
+    archive = build_tarball(tmp_path / "sc.tar.gz", extra=[setuid])
+    target = download.safe_extract(archive, tmp_path / "data" / "speech_commands_v0.02")
+    assert (target / "yes" / "spk0_nohash_0.wav").read_bytes()[:4] == b"RIFF"
+    assert (target / "testing_list.txt").read_bytes().startswith(b"yes/spk2")
+    mode = (target / "yes" / "setuid_nohash_0.wav").stat().st_mode
+    assert not mode & 0o4000 and not mode & 0o002, oct(mode)
+
+
 @pytest.mark.parametrize("name,kind", [
     ("../escape.txt", tarfile.REGTYPE), ("yes/../../escape.txt", tarfile.REGTYPE),
     ("/tmp/absolute.txt", tarfile.REGTYPE), ("yes/link", tarfile.SYMTYPE)])
-def test_unsafe_members_are_refused(tmp_path, name, kind):
+def test_unsafe_members_are_refused(tmp_path, name, kind, extraction):
     member = tarfile.TarInfo(name)
     member.type = kind
     if kind == tarfile.SYMTYPE:
