@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 DEFAULT_HOP_S = 0.25          # one window every 250 ms: each word is seen by about 4 windows
 HOP_WITH_SILENCE_S = 0.125    # models with a 'silence' class (no gate): 8 windows a word. Measured over five
                               # folds (docs/benchmarks.md): false accepts per hour 3.2 -> 0.5 for 0.7 points
-                              # of recall; a yes/no model behind the gate loses 1-2 points with it, gains nothing
+                              # of recall; a yes/no model behind the gate only loses 1-2 points of recall with it
 DEFAULT_SMOOTH_S = 0.75       # posterior averaging span (recognize_commands averages ~0.5-1 s)
 DEFAULT_THRESHOLD = 0.7       # smoothed confidence a label must reach (recognize_commands default 0.7)
 DEFAULT_REFRACTORY_S = 0.75   # words (middles) closer than this are one word: the stronger answer is kept
