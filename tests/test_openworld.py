@@ -19,6 +19,7 @@ import soundfile as sf
 import torch
 
 from preprocess import openworld, prepare, sources, synth, wordlist
+from preprocess.render import RenderSettings
 from train import balance, detect, predict
 from train.checkpoint import atomic_torch_save, make_checkpoint
 from train.models import DEFAULT_ARCH, build_model
@@ -292,6 +293,18 @@ def test_default_gate_and_hop_depend_on_the_silence_class(open_model, tmp_path):
         assert predict.Options().hop(predictor) == hop
         assert predict.Options(hop_s=0.5).hop(predictor) == 0.5
         assert np.allclose(np.diff(detect.scan(predictor, "w", wave, hop_s=0.5).starts_s), 0.5)
+    # a window shorter than the default hop: scanned every window, not refused; a longer --hop still is
+    short_settings = dict(ckpt["render"], duration=0.1)
+    short_path = tmp_path / "short.pt"
+    width = RenderSettings.from_dict(short_settings).image_size[1]
+    atomic_torch_save(make_checkpoint(build_model(DEFAULT_ARCH, 4, (3, 201, width)).eval(), DEFAULT_ARCH, CLASSES,
+                                      (3, 201, width), short_settings, targets=["no", "yes"]), short_path)
+    short = predict.Predictor(short_path)
+    assert short.default_hop_s() == 0.1
+    predict.Options().check(short)
+    assert np.allclose(np.diff(detect.scan(short, "w", wave).starts_s), 0.1)
+    with pytest.raises(ValueError, match="--hop 0.2 is longer than the model's window"):
+        predict.Options(hop_s=0.2).check(short)
 
 
 def test_balance_modes_change_the_loss_or_the_loader_and_auto_leaves_balanced_sets_alone():

@@ -218,8 +218,10 @@ def long_recording(material: Material, words: list[tuple[str, np.ndarray]], minu
 def scan_scores(predictor: Predictor, material: Material, minutes: float, seed: int, gate_db: float,
                 scanner: dict | None = None) -> dict:
     """False accepts per hour and scan recall; `scanner`: detect.scan's hop_s / smooth_s / threshold
-    where given (else the model's defaults)."""
-    scanner = {k: v for k, v in (scanner or {}).items() if v is not None}
+    where given (else the model's defaults); the settings used are part of the result."""
+    scanner = {"hop_s": predictor.default_hop_s(), "smooth_s": detect.DEFAULT_SMOOTH_S,
+               "threshold": detect.DEFAULT_THRESHOLD,
+               **{k: v for k, v in (scanner or {}).items() if v is not None}}
     settings = predictor.settings
     others = [(w, load_audio(p, settings)) for w, p in material.others["test"]]
     targets = [(w, load_audio(p, settings)) for w, p in material.targets["test"]]
@@ -235,9 +237,7 @@ def scan_scores(predictor: Predictor, material: Material, minutes: float, seed: 
     return {"false_accepts": len(found), "long_minutes": round(hours * 60, 2),
             "false_accepts_per_hour": round(len(found) / hours, 2),
             "scan_recall": round(recalled / max(1, len(laid_targets)), 4), "scan_targets": len(laid_targets),
-            "scan_misses": misses, "gate_db": gate_db,
-            "hop_s": scanner.get("hop_s", predictor.default_hop_s()),
-            "smooth_s": scanner.get("smooth_s", detect.DEFAULT_SMOOTH_S), "threshold": scan.threshold}
+            "scan_misses": misses, "gate_db": gate_db, **scanner}
 
 
 def scan_misses(scan, classes: list[str], laid: list[tuple[str, float, float]]) -> dict:

@@ -116,7 +116,7 @@ class Options:
                 or self.smooth_s < 0 or self.refractory_s < 0):
             raise ValueError("--top-k and --batch-size must be >= 1, --hop > 0, --smooth and --refractory >= 0")
         if predictor is not None and self.hop(predictor) > predictor.settings.duration:
-            raise ValueError(f"--hop {self.hop_s} is longer than the model's window "
+            raise ValueError(f"--hop {self.hop(predictor)} is longer than the model's window "
                              f"({predictor.settings.duration} s)")
 
     def hop(self, predictor: Predictor) -> float:
@@ -215,8 +215,10 @@ class Predictor:
 
     def default_hop_s(self) -> float:
         """Seconds between scan windows: finer for models with a silence class, whose false accepts
-        the denser average cuts (detect.HOP_WITH_SILENCE_S); the gated yes/no scan keeps DEFAULT_HOP_S."""
-        return detect.HOP_WITH_SILENCE_S if SILENCE in self.classes else detect.DEFAULT_HOP_S
+        the denser average cuts (detect.HOP_WITH_SILENCE_S); the gated yes/no scan keeps DEFAULT_HOP_S.
+        Never longer than the model's window (a 0.2 s model is scanned every 0.2 s, not refused)."""
+        hop = detect.HOP_WITH_SILENCE_S if SILENCE in self.classes else detect.DEFAULT_HOP_S
+        return min(hop, self.settings.duration)
 
 
 # ---------------------------------------------------------------- the library call
