@@ -7,6 +7,7 @@ hang fails the test instead of stalling the suite.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import fcntl
@@ -125,15 +126,21 @@ def test_stuck_worker_is_killed_named_and_the_rest_rendered(slow_root, tmp_path)
     assert lock_is_free(out)
 
 
-def _children(pid: int) -> list[int]:
+def _forked_children(pid: int) -> list[int]:
+    """The children of `pid` running its own executable: its forked workers. Not the short-lived helpers
+    started while it imports (ctypes.util.find_library runs `ldconfig -p`): catching one of those in
+    the poll below, then killing nothing, made this test flaky."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                continue
+    with contextlib.suppress(OSError):
+        executable = os.readlink(f"/proc/{pid}/exe")
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if (int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid
+                            and os.readlink(entry / "exe") == executable):
+                        found.append(int(entry.name))
+                except (OSError, IndexError, ValueError):
+                    continue
     return found
 
 
@@ -145,10 +152,11 @@ def test_worker_killed_with_sigkill_does_not_hang_the_run(slow_root, tmp_path):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + TIMEOUT
-        while not _children(process.pid) and process.poll() is None and time.monotonic() < deadline:
+        victims: list[int] = []
+        while not victims and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        victims = _children(process.pid)
-        assert victims, "no worker process appeared"
+            victims = _forked_children(process.pid)
+        assert victims, f"no worker process appeared (exit {process.poll()})"
         time.sleep(0.5)
         os.kill(victims[0], signal.SIGKILL)  # the OOM killer's signal, at an arbitrary moment
         stdout, stderr = process.communicate(timeout=TIMEOUT)
