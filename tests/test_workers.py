@@ -1,4 +1,5 @@
 """preprocess/workers.py: one result per task, whatever happens to the pool."""
+import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -63,3 +64,31 @@ def test_healthy_workers_are_never_killed_by_the_watchdog(monkeypatch):
     results = list(workers.resilient_map(brief, tasks, 2, nothing, (), 600.0, lambda task, reason: None))
     assert sorted(results) == tasks
     assert kills == [] and len(pools) == 1
+
+
+def test_the_watchdog_reads_one_snapshot_of_the_start_times(monkeypatch):
+    """The same race, made certain: another process flips one task between running (its start time)
+    and finished (-1) while the watchdog looks 2,000 times. Not a single kill may follow."""
+    context = multiprocessing.get_context("fork")
+    started, pids = context.RawArray("d", 100_000), context.RawArray("i", 100_000)
+    stop = context.Event()
+
+    def flip() -> None:
+        while not stop.is_set():
+            for _ in range(1000):
+                started[50_000] = time.time()
+                started[50_000] = -1.0
+
+    kills = []
+    monkeypatch.setattr(workers, "_started", started)
+    monkeypatch.setattr(workers, "_pids", pids)
+    monkeypatch.setattr(workers.os, "kill", lambda pid, sig: kills.append(pid))
+    flipper = context.Process(target=flip)
+    flipper.start()
+    try:
+        for _ in range(2000):
+            workers._kill_running(older_than=600.0)
+    finally:
+        stop.set()
+        flipper.join(10)
+    assert kills == []
