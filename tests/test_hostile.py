@@ -26,6 +26,7 @@ import pytest
 from preprocess import cli, prepare
 from preprocess.atomic import remove_stale_temps
 from preprocess.render import RenderSettings, render_file, resample, save_png
+from preprocess.scale import children_by_parent
 from train import evaluate as evaluate_cli, report
 from train.hostile_bench import peak_rss_mb, write_clip, write_long_wav, write_model
 
@@ -133,14 +134,10 @@ def _forked_children(pid: int) -> list[int]:
     found = []
     with contextlib.suppress(OSError):
         executable = os.readlink(f"/proc/{pid}/exe")
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    if (int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid
-                            and os.readlink(entry / "exe") == executable):
-                        found.append(int(entry.name))
-                except (OSError, IndexError, ValueError):
-                    continue
+        for child in children_by_parent().get(pid, []):
+            with contextlib.suppress(OSError):  # the child ended meanwhile
+                if os.readlink(f"/proc/{child}/exe") == executable:
+                    found.append(child)
     return found
 
 

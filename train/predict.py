@@ -115,8 +115,8 @@ class Options:
         if (self.top_k < 1 or self.batch_size < 1 or (self.hop_s is not None and self.hop_s <= 0)
                 or self.smooth_s < 0 or self.refractory_s < 0):
             raise ValueError("--top-k and --batch-size must be >= 1, --hop > 0, --smooth and --refractory >= 0")
-        if predictor is not None and self.hop(predictor) > predictor.settings.duration:
-            raise ValueError(f"--hop {self.hop(predictor)} is longer than the model's window "
+        if predictor is not None and (hop := self.hop(predictor)) > predictor.settings.duration:
+            raise ValueError(f"--hop {hop} is longer than the model's window "
                              f"({predictor.settings.duration} s)")
 
     def hop(self, predictor: Predictor) -> float:
