@@ -5,7 +5,8 @@ A keyword spotter hears mostly things that are not its words. Two extra classes 
     unknown   clips of words that are not targets: Speech Commands' other words, a folder source's
               non-target class folders, and any --unknown-root (a folder of class folders, all unknown)
     silence   1 s crops of background recordings (the root's _background_noise_ and any --noise-dir)
-              at random gains, plus some digital silence
+              at random gains, plus some digital silence and some generated non-speech (tones,
+              chords, melodies, chirps, clicks, knocks, beeps, buzz: preprocess/nonspeech.py)
 
 Each is sampled to a share of every split (`--unknown-pct`, `--silence-pct`: percent of the split's
 images). Splits stay leak-free:
@@ -32,7 +33,7 @@ from typing import Callable
 import numpy as np
 import soundfile as sf
 
-from preprocess import sources
+from preprocess import nonspeech, sources
 from preprocess.atomic import atomic_writer
 from preprocess.render import AUDIO_EXTENSIONS
 
@@ -44,6 +45,8 @@ NOISE_CHUNK_S = 3.0              # background recordings are split between split
 CROP_S = 1.0                     # silence crops: this long (the default clip duration)
 SILENCE_GAIN_DB = (-45.0, 0.0)   # random gain of a crop, uniform in dB (quiet room to full level)
 DIGITAL_SILENCE_PCT = 10.0       # share of the silence class that is digital silence (all zeros)
+NONSPEECH_PCT = 25.0             # share of the silence class that is generated non-speech (measured:
+                                 # without it tones, chords and chirps were called yes/no; benchmarks.md)
 CROP_FOLDER = ".openworld"       # OUT/.openworld/silence/*.wav: the crops, rendered like any clip
 SAMPLE_SALT = b"specvision-unknown-v1:"
 # What --unknown-pct/--silence-pct are a percent of (args.extra_counts; only preprocess/setups.py sets
@@ -80,8 +83,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="more background recordings for the silence class (repeatable)")
     group.add_argument("--digital-silence-pct", type=float, default=DIGITAL_SILENCE_PCT, metavar="PCT",
                        help="percent of the silence class that is digital silence (default: %(default)s)")
+    group.add_argument("--nonspeech-pct", type=float, metavar="PCT",
+                       help="percent of the silence class that is generated non-speech: tones, chords, "
+                            "melodies, chirps, click trains, knocks, beeps, buzz, loud noise, so that "
+                            f"such sounds are not taken for words (default: {NONSPEECH_PCT:g}, or what "
+                            "--digital-silence-pct leaves if less)")
     group.add_argument("--seed", type=int, default=0,
-                       help="picks the unknown clips and the silence crops (default: %(default)s)")
+                       help="picks the unknown clips, the silence crops and the generated non-speech "
+                            "(default: %(default)s)")
     parser.set_defaults(extra_counts=SHARE_OF_SPLIT)
 
 
@@ -90,10 +99,16 @@ def enabled(args: argparse.Namespace) -> bool:
 
 
 def check_options(args: argparse.Namespace) -> None:
-    for name in ("unknown_pct", "silence_pct", "digital_silence_pct"):
+    if args.nonspeech_pct is None:  # not given: the default, within what digital silence leaves
+        args.nonspeech_pct = max(0.0, min(NONSPEECH_PCT, 100.0 - args.digital_silence_pct))
+    for name in ("unknown_pct", "silence_pct", "digital_silence_pct", "nonspeech_pct"):
         value = getattr(args, name)
         if not 0.0 <= value <= 100.0:
             raise OpenWorldError(f"--{name.replace('_', '-')} must be between 0 and 100, got {value:g}")
+    if args.digital_silence_pct + args.nonspeech_pct > 100.0:
+        raise OpenWorldError(f"--digital-silence-pct {args.digital_silence_pct:g} + --nonspeech-pct "
+                             f"{args.nonspeech_pct:g} are shares of the silence class: they must total "
+                             f"100 or less")
     if args.unknown_pct + args.silence_pct >= 100.0:
         raise OpenWorldError(f"--unknown-pct {args.unknown_pct:g} + --silence-pct {args.silence_pct:g} "
                              f"leave no room for the target words (must total under 100)")
@@ -281,15 +296,21 @@ def noise_regions(paths: list[Path], assign: Callable[[str], str],
 
 @dataclasses.dataclass(frozen=True)
 class Crop:
-    """One silence image's audio: CROP_S of a region at a gain, or digital silence (region None)."""
+    """One silence image's audio: CROP_S of a region at a gain, or (region None) digital silence, or
+    generated non-speech (nonspeech: its kind; the clip is nonspeech.clip(seed, split, index))."""
     split: str
     index: int
     region: NoiseRegion | None
     offset: int          # frames into the recording
     gain_db: float
+    nonspeech: str | None = None
+    seed: int = 0
 
     @property
     def name(self) -> str:
+        if self.nonspeech is not None:  # the name fixes the content: generator version, seed, split, index
+            return (f"nonspeech-v{nonspeech.VERSION}-{self.nonspeech}_s{self.seed}_{self.split}_"
+                    f"{self.index:05d}.wav")
         if self.region is None:
             return f"digital-silence_{self.split}_{self.index:05d}.wav"
         stem = re.sub(r"[^A-Za-z0-9]+", "-", Path(self.region.name).stem)
@@ -297,6 +318,8 @@ class Crop:
 
     def samples(self) -> tuple[np.ndarray, int]:
         """float32 mono audio of the crop and its sample rate (read from disk: only the crop)."""
+        if self.nonspeech is not None:
+            return nonspeech.clip(self.seed, self.split, self.index)[0], nonspeech.SAMPLE_RATE
         if self.region is None:
             return np.zeros(int(round(CROP_S * 16000)), np.float32), 16000
         frames = int(round(CROP_S * self.region.rate))
@@ -307,22 +330,28 @@ class Crop:
 
 
 def plan_crops(regions: list[NoiseRegion], counts: dict[str, int], seed: int,
-               digital_pct: float = DIGITAL_SILENCE_PCT) -> tuple[list[Crop], list[str]]:
-    """counts[split] crops per split: digital_pct % digital silence, the rest from that split's regions
-    (a region picked in proportion to its usable length, then a uniform offset and gain)."""
+               digital_pct: float = DIGITAL_SILENCE_PCT, nonspeech_pct: float = NONSPEECH_PCT
+               ) -> tuple[list[Crop], list[str]]:
+    """counts[split] crops per split: digital_pct % digital silence, nonspeech_pct % generated
+    non-speech, the rest from that split's regions (a region picked in proportion to its usable
+    length, then a uniform offset and gain). Index i of a split is always the same crop."""
     crops, notes = [], []
     for split_index, split in enumerate(sources.SPLITS):
         wanted = counts[split]
         digital = int(round(wanted * digital_pct / 100.0))
+        generated = min(int(round(wanted * nonspeech_pct / 100.0)), wanted - digital)
         usable = [r for r in regions if r.split == split and r.end - r.start >= int(CROP_S * r.rate)]
-        if not usable and wanted - digital > 0:
+        if not usable and wanted - digital - generated > 0:
             notes.append(f"silence: no background recording has a {CROP_S:g} s region in {split}; "
-                         f"its silence class is digital silence only")
-            digital = wanted
+                         f"its silence class is digital silence and generated non-speech only")
+            digital = wanted - generated
         room = np.array([r.end - r.start - int(CROP_S * r.rate) + 1 for r in usable], dtype=np.float64)
         for index in range(wanted):
             if index < digital:
                 crops.append(Crop(split, index, None, 0, 0.0))
+                continue
+            if index < digital + generated:
+                crops.append(Crop(split, index, None, 0, 0.0, nonspeech.kind_of(seed, split, index), seed))
                 continue
             rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5117, split_index, index]))
             region = usable[int(rng.choice(len(usable), p=room / room.sum()))]
@@ -380,18 +409,19 @@ def extend(args: argparse.Namespace, targets: list[sources.Clip], source: dict, 
         folders = ([root / NOISE_FOLDER] if (root / NOISE_FOLDER).is_dir() else []) + list(args.noise_dir)
         paths, problems = noise_files(folders)
         notes += problems
-        if not paths and args.digital_silence_pct < 100:
+        if not paths and args.digital_silence_pct + args.nonspeech_pct < 100:
             raise OpenWorldError(f"--silence-pct {args.silence_pct:g}: no background recordings in "
-                                 f"{root / NOISE_FOLDER} or --noise-dir (use --noise-dir DIR, or "
-                                 f"--digital-silence-pct 100)")
+                                 f"{root / NOISE_FOLDER} or --noise-dir (use --noise-dir DIR, or make "
+                                 f"--digital-silence-pct and --nonspeech-pct total 100)")
         val_pct, test_pct = (args.val_pct, args.test_pct) if args.source == "folder" else (10.0, 10.0)
         regions = noise_regions(paths, lambda key: sources.which_set(key, val_pct, test_pct))
         crops, more = plan_crops(regions, split_counts(targets, args.silence_pct, args.unknown_pct,
                                                        args.extra_counts),
-                                 args.seed, args.digital_silence_pct)
+                                 args.seed, args.digital_silence_pct, args.nonspeech_pct)
         notes += more
         clips += write_crops(crops, out / CROP_FOLDER / SILENCE)
         record["silence"] = {"pct": args.silence_pct, "digital_pct": args.digital_silence_pct,
+                             "nonspeech_pct": args.nonspeech_pct, "nonspeech_version": nonspeech.VERSION,
                              "seed": args.seed, "gain_db": list(SILENCE_GAIN_DB),
                              "noise": [str(p.resolve()) for p in paths]}
     if args.extra_counts != SHARE_OF_SPLIT:  # recorded only when not the default: older records stay valid

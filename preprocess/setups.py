@@ -13,7 +13,8 @@ Any other subset is `--words W ...` (with --unknown-pct / --silence-pct for the 
 A set-up only fills in options: the clips and the split come from the official lists as for any
 `--words`, and the extra classes from preprocess/openworld.py (the one implementation of them).
 Google picks the unknown clips by a seeded shuffle of all of them (so frequent words dominate);
-openworld takes the words in turn (every word used evenly): the counts are Google's, the pick ours.
+openworld takes the words in turn (every word used evenly): the counts are Google's, the pick ours;
+its silence class is openworld's too (noise crops, digital silence and generated non-speech).
 """
 from __future__ import annotations
 

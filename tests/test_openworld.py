@@ -58,8 +58,12 @@ def test_extra_classes_have_their_share_of_every_split(open_images):
         assert table[(split, "unknown")] / total == pytest.approx(0.25, abs=0.01)
         assert table[(split, "silence")] / total == pytest.approx(0.20, abs=0.01)
         assert table[(split, "yes")] > 0 and table[(split, "no")] > 0
+        silence = [r["source"] for r in rows(open_images) if r["split"] == split and r["label"] == "silence"]
+        generated = sum("/nonspeech-" in s for s in silence)
+        assert generated == round(len(silence) * openworld.NONSPEECH_PCT / 100)  # its share of silence
     record = json.loads((open_images / "render.json").read_text())["source"]
     assert record["targets"] == ["no", "yes"]
+    assert record["silence"]["nonspeech_pct"] == openworld.NONSPEECH_PCT
     assert record["unknown"]["words"] == ["bed", "cat", "happy"]
     # every word is used in every split, in turn (not all the clips of one word first)
     words = collections.Counter((r["split"], r["source"].split("/")[1]) for r in rows(open_images)
@@ -103,7 +107,8 @@ def test_noise_crops_of_different_splits_never_overlap(real_data):
     regions = openworld.noise_regions(paths, lambda key: sources.which_set(key, 20, 20))
     crops, notes = openworld.plan_crops(regions, {"train": 300, "val": 100, "test": 100}, seed=3)
     assert not notes
-    assert sum(c.region is None for c in crops) == 30 + 10 + 10  # digital silence, 10 %
+    assert sum(c.region is None and c.nonspeech is None for c in crops) == 30 + 10 + 10  # digital, 10 %
+    assert sum(c.nonspeech is not None for c in crops) == 75 + 25 + 25  # generated non-speech, 25 %
     spans = collections.defaultdict(list)
     for crop in crops:
         if crop.region is None:
@@ -129,7 +134,8 @@ def test_silence_crops_are_written_deterministically_at_their_gain(tmp_path):
     folder.mkdir()
     sf.write(folder / "hum.wav", noise, rate, subtype="FLOAT")
     regions = openworld.noise_regions([folder / "hum.wav"], lambda key: "train")
-    crops, _ = openworld.plan_crops(regions, {"train": 5, "val": 0, "test": 0}, seed=0, digital_pct=20)
+    crops, _ = openworld.plan_crops(regions, {"train": 5, "val": 0, "test": 0}, seed=0, digital_pct=20,
+                                    nonspeech_pct=0)
     clips = openworld.write_crops(crops, tmp_path / "crops")
     assert [c.label for c in clips] == ["silence"] * 5
     digital, *noisy = [sf.read(c.path)[0] for c in clips]
@@ -152,6 +158,9 @@ def test_silence_crops_are_written_deterministically_at_their_gain(tmp_path):
     (["--words", "yes", "no", "--noise-dir", "."], "need --unknown-pct or --silence-pct"),
     (["--words", "yes", "unknown", "--silence-pct", "10"], "extra classes"),
     (["--words", "yes", "no", "--unknown-pct", "10"], "no clips of non-target words"),
+    (["--words", "yes", "no", "--silence-pct", "10", "--nonspeech-pct", "120"], "between 0 and 100"),
+    (["--words", "yes", "no", "--silence-pct", "10", "--digital-silence-pct", "90", "--nonspeech-pct", "20"],
+     "total 100 or less"),
 ])
 def test_bad_open_world_options_are_clear_errors(real_data, tmp_path, capsys, extra, message):
     code = prepare.main(["--source", "folder", "--root", str(real_data), "--out", str(tmp_path / "o"),

@@ -273,8 +273,9 @@ class NoiseFloor:
 
 class BackgroundMix:
     """Mix a real background into a training image: a random training image of the 'silence' class
-    (1 s crops of the background recordings at random gains, see preprocess.openworld), its power
-    added to the image's, pixel by pixel, at a further random gain.
+    (1 s crops of the background recordings at random gains, digital silence, generated tones and
+    clicks: see preprocess.openworld), its power added to the image's, pixel by pixel, at a further
+    random gain.
 
     Google's speech_commands trainer mixes `_background_noise_` into 80 % of its training clips for the
     same reason: words are heard over dishes, taps and fans, and a model trained on clean clips loses

@@ -12,6 +12,8 @@ OUT/fold<k>/...), and scores both on test material only:
     target_acc                 yes/no clips of the test speakers labelled correctly
     false_accept_rate          other-word clips of the test speakers labelled yes or no
     noise_false_accept_rate    1 s crops of the test regions of the background recordings labelled yes/no
+    nonspeech_false_accept_rate  generated non-speech (preprocess/nonspeech.py: tones, chords, chirps,
+                               clicks, ...) labelled yes/no; a seed and split no training set uses
     false_accepts_per_hour     detections when scanning a >= --long-minutes recording made only of
                                test material (other-word clips over test noise at varied gains, pauses)
     scan_recall                share of the yes/no test clips found with their label when laid into
@@ -41,7 +43,7 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from preprocess import cli, openworld, sources
+from preprocess import cli, nonspeech, openworld, sources
 from preprocess import prepare as prepare_cli
 from preprocess import synth as synth_cli
 from preprocess.render import RenderSettings, load_audio, prepare_waveform
@@ -59,6 +61,7 @@ VAL_PCT = 12.5              # of the non-test speakers: validation (early stoppi
 UNKNOWN_PCT = 25.0          # open model: shares of each split (balanced: one class in four each)
 SILENCE_PCT = 25.0
 NOISE_CROPS = 300           # test noise crops scored per fold
+NONSPEECH_CLIPS = 300       # generated non-speech clips scored per fold
 LONG_MINUTES = 10.0
 WORD_GAP_S = (1.0, 4.0)     # long recordings: pause between words
 WORD_GAIN_DB = (-12.0, 0.0)    # level of a laid word re. its recording
@@ -165,7 +168,7 @@ def classify(predictor: Predictor, waves: list[np.ndarray]) -> list[str]:
 
 def test_noise_crops(material: Material, count: int, seed: int) -> list[np.ndarray]:
     crops, _ = openworld.plan_crops(material.regions, {"train": 0, "val": 0, "test": count}, seed + 7919,
-                                    digital_pct=0.0)
+                                    digital_pct=0.0, nonspeech_pct=0.0)
     return [to_16k(*c.samples()) for c in crops]
 
 
@@ -275,10 +278,15 @@ def score(model_path: Path, material: Material, minutes: float, seed: int, compa
     labels = classify(predictor, [load_audio(p, settings) for _, p in targets])
     other_labels = classify(predictor, [load_audio(p, settings) for _, p in material.others["test"]])
     noise_labels = classify(predictor, test_noise_crops(material, NOISE_CROPS, seed))
+    # the training sets' non-speech is nonspeech.clip(seed, split, i): another seed, never the same clips
+    nonspeech_labels = classify(predictor, [nonspeech.clip(seed + 7919, "test", i)[0]
+                                            for i in range(NONSPEECH_CLIPS)])
     result = {
         "target_acc": round(float(np.mean([lab == w for lab, (w, _) in zip(labels, targets)])), 4),
         "false_accept_rate": round(float(np.mean([lab in predictor.targets for lab in other_labels])), 4),
         "noise_false_accept_rate": round(float(np.mean([lab in predictor.targets for lab in noise_labels])), 4),
+        "nonspeech_false_accept_rate": round(float(np.mean([lab in predictor.targets
+                                                            for lab in nonspeech_labels])), 4),
         "test_targets": len(targets), "test_other_words": len(other_labels), "test_noise_crops": len(noise_labels),
     }
     default = predictor.default_gate_db()
@@ -339,7 +347,8 @@ def rescore_fold(args, fold: int) -> dict:
     return score_fold(args, fold, folder, real_material(args.real, args.other, fold, args.folds))
 
 
-KEYS = ("target_acc", "false_accept_rate", "noise_false_accept_rate", "false_accepts_per_hour", "scan_recall")
+KEYS = ("target_acc", "false_accept_rate", "noise_false_accept_rate", "nonspeech_false_accept_rate",
+        "false_accepts_per_hour", "scan_recall")
 
 
 def table(summary: dict) -> str:
@@ -354,7 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m train.openset",
         description="Open-set benchmark: train a yes/no ('closed') and a yes/no/unknown/silence ('open') "
                     "model on one speaker-disjoint split and score both on test material only: target "
-                    "accuracy, false-accept rates on other words and on noise crops, false accepts per hour "
+                    "accuracy, false-accept rates on other words, on noise crops and on generated non-speech, "
+                    "false accepts per hour "
                     "on a long test-only recording, and the scanner's recall of yes/no.",
         epilog="Last line: one JSON object {\"closed\": {...}, \"open\": {...}} (means over folds). Exit "
                "status 0 on success, 2 for unusable options or data.")
