@@ -47,6 +47,7 @@ SILENCE_GAIN_DB = (-45.0, 0.0)   # random gain of a crop, uniform in dB (quiet r
 DIGITAL_SILENCE_PCT = 10.0       # share of the silence class that is digital silence (all zeros)
 NONSPEECH_PCT = 25.0             # share of the silence class that is generated non-speech (measured:
                                  # without it tones, chords and chirps were called yes/no; benchmarks.md)
+NONSPEECH_PREFIX = "nonspeech-"  # file names of generated non-speech (train's background mix leaves them out)
 CROP_FOLDER = ".openworld"       # OUT/.openworld/silence/*.wav: the crops, rendered like any clip
 SAMPLE_SALT = b"specvision-unknown-v1:"
 # What --unknown-pct/--silence-pct are a percent of (args.extra_counts; only preprocess/setups.py sets
@@ -309,7 +310,7 @@ class Crop:
     @property
     def name(self) -> str:
         if self.nonspeech is not None:  # the name fixes the content: generator version, seed, split, index
-            return (f"nonspeech-v{nonspeech.VERSION}-{self.nonspeech}_s{self.seed}_{self.split}_"
+            return (f"{NONSPEECH_PREFIX}v{nonspeech.VERSION}-{self.nonspeech}_s{self.seed}_{self.split}_"
                     f"{self.index:05d}.wav")
         if self.region is None:
             return f"digital-silence_{self.split}_{self.index:05d}.wav"

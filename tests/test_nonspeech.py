@@ -97,6 +97,7 @@ def test_a_silence_class_with_nonspeech_stops_tones_chords_and_clicks_being_call
         assert train_cli.main(["--images", str(images), "--out", str(out), "--epochs", "10", "--batch-size",
                                "32", "--cache", "--workers", "0", "--threads", "1", "--no-progress"]) == 0
         called[share] = targets_called(out / "model.pt", handmade_signals())
-    print(called)
-    assert len(called[50]) <= 2, called[50]
-    assert len(called[0]) >= len(called[50]) + 3, called
+    # measured: 11-12 of 12 called words without non-speech, 0-2 with (white and pink noise: the
+    # synthetic words carry hiss, and this 10-epoch model is weak at telling it from speech)
+    assert len(called[50]) <= 3, called[50]
+    assert len(called[0]) >= len(called[50]) + 5, called

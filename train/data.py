@@ -20,6 +20,7 @@ from tqdm import tqdm
 from preprocess.cli import SpecVisionError
 from preprocess.images import ImageError, check_png, decode, open_png
 from preprocess.layout import SPLITS
+from preprocess.openworld import NONSPEECH_PREFIX
 from preprocess.render import RenderSettings, colormap_lut, image_to_tensor
 
 # Augmentation strength (fractions of the image width/height; a 201x81 image is 81 frames of 12.5 ms).
@@ -282,6 +283,9 @@ class BackgroundMix:
     them there (the scanner's recall, docs/benchmarks.md). Adding powers is how uncorrelated sounds add
     in a spectrogram (on average), so the result is close to what rendering the mixed audio would give,
     and the train stage stays image-only. The silence images of the train split only: val/test unseen.
+    Not the generated non-speech among them (file names NONSPEECH_PREFIX...): those sounds are there to
+    be told apart from words, and at their levels (up to -6 dBFS) they bury a word rather than sit
+    behind it; mixed in, they cost the scanner 4.6 points of recall on fold 0 (docs/benchmarks.md).
     """
 
     def __init__(self, codec: NoiseFloor, probability: float, gain_db: tuple[float, float] = BACKGROUND_GAIN_DB):
@@ -290,11 +294,14 @@ class BackgroundMix:
         self.indices = torch.zeros(0, dtype=torch.int64)
 
     def bind(self, dataset: "SpectrogramFolder", class_name: str) -> int:
-        """Draw backgrounds from `dataset`'s images of `class_name`; -> how many there are."""
+        """Draw backgrounds from `dataset`'s images of `class_name` (recordings and digital silence, not
+        generated non-speech); -> how many there are."""
         self.dataset = dataset
         if class_name in dataset.class_to_idx:
             label = dataset.class_to_idx[class_name]
-            self.indices = torch.tensor([i for i, t in enumerate(dataset.targets) if t == label], dtype=torch.int64)
+            self.indices = torch.tensor([i for i, (path, t) in enumerate(dataset.samples) if t == label
+                                         and not Path(path).name.startswith(NONSPEECH_PREFIX)],
+                                        dtype=torch.int64)
         return len(self.indices)
 
     def __call__(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
