@@ -14,6 +14,7 @@ OUT/fold<k>/...), and scores both on test material only:
     noise_false_accept_rate    1 s crops of the test regions of the background recordings labelled yes/no
     nonspeech_false_accept_rate  generated non-speech (preprocess/nonspeech.py: tones, chords, chirps,
                                clicks, ...) labelled yes/no; a seed and split no training set uses
+    nonspeech_false_accepts_per_hour  detections when scanning those clips laid with pauses over test noise
     false_accepts_per_hour     detections when scanning a >= --long-minutes recording made only of
                                test material (other-word clips over test noise at varied gains, pauses)
     scan_recall                share of the yes/no test clips found with their label when laid into
@@ -267,6 +268,26 @@ def scan_misses(scan, classes: list[str], laid: list[tuple[str, float, float]]) 
     return misses
 
 
+def scored_nonspeech(seed: int) -> list[np.ndarray]:
+    """The generated non-speech clips scored (the training sets' are nonspeech.clip(seed, split, i):
+    here another seed, so never the same clips)."""
+    return [nonspeech.clip(seed + 7919, "test", i)[0] for i in range(NONSPEECH_CLIPS)]
+
+
+def nonspeech_scan(predictor: Predictor, material: Material, seed: int, gate_db: float,
+                   scanner: dict | None = None) -> dict:
+    """False accepts per hour on a recording of the scored non-speech clips, each laid once with 1-4 s
+    pauses over test background (music, beeps and clicks between the words of a real room)."""
+    scanner = {"hop_s": predictor.default_hop_s(), "smooth_s": detect.DEFAULT_SMOOTH_S,
+               "threshold": detect.DEFAULT_THRESHOLD,
+               **{k: v for k, v in (scanner or {}).items() if v is not None}}
+    wave, _ = long_recording(material, [("nonspeech", w) for w in scored_nonspeech(seed)], 0.0, seed + 31)
+    found = detect.scan(predictor, "long-nonspeech", wave, gate_db=gate_db, **scanner).detections
+    hours = len(wave) / SAMPLE_RATE / 3600
+    return {"nonspeech_false_accepts_per_hour": round(len(found) / hours, 2),
+            "nonspeech_minutes": round(hours * 60, 2)}
+
+
 def score(model_path: Path, material: Material, minutes: float, seed: int, compare_gates: bool,
           scanner: dict | None = None) -> dict:
     """Every figure for one model; the scans use the model's default energy gate (with
@@ -278,9 +299,7 @@ def score(model_path: Path, material: Material, minutes: float, seed: int, compa
     labels = classify(predictor, [load_audio(p, settings) for _, p in targets])
     other_labels = classify(predictor, [load_audio(p, settings) for _, p in material.others["test"]])
     noise_labels = classify(predictor, test_noise_crops(material, NOISE_CROPS, seed))
-    # the training sets' non-speech is nonspeech.clip(seed, split, i): another seed, never the same clips
-    nonspeech_labels = classify(predictor, [nonspeech.clip(seed + 7919, "test", i)[0]
-                                            for i in range(NONSPEECH_CLIPS)])
+    nonspeech_labels = classify(predictor, scored_nonspeech(seed))
     result = {
         "target_acc": round(float(np.mean([lab == w for lab, (w, _) in zip(labels, targets)])), 4),
         "false_accept_rate": round(float(np.mean([lab in predictor.targets for lab in other_labels])), 4),
@@ -293,6 +312,7 @@ def score(model_path: Path, material: Material, minutes: float, seed: int, compa
     gates = sorted({default, 0.0, detect.ACTIVITY_MARGIN_DB}) if compare_gates else [default]
     scans = {gate: scan_scores(predictor, material, minutes, seed, gate, scanner) for gate in gates}
     result.update(scans[default])
+    result.update(nonspeech_scan(predictor, material, seed, default, scanner))
     if compare_gates:
         result["gate_variants"] = list(scans.values())
     return result
@@ -348,7 +368,7 @@ def rescore_fold(args, fold: int) -> dict:
 
 
 KEYS = ("target_acc", "false_accept_rate", "noise_false_accept_rate", "nonspeech_false_accept_rate",
-        "false_accepts_per_hour", "scan_recall")
+        "false_accepts_per_hour", "nonspeech_false_accepts_per_hour", "scan_recall")
 
 
 def table(summary: dict) -> str:
