@@ -219,13 +219,17 @@ def long_recording(material: Material, words: list[tuple[str, np.ndarray]], minu
     return np.clip(bed, -1.0, 1.0), laid
 
 
+def scanner_settings(predictor: Predictor, scanner: dict | None) -> dict:
+    """detect.scan's hop_s / smooth_s / threshold: those given, else the model's defaults."""
+    return {"hop_s": predictor.default_hop_s(), "smooth_s": detect.DEFAULT_SMOOTH_S,
+            "threshold": detect.DEFAULT_THRESHOLD, **{k: v for k, v in (scanner or {}).items() if v is not None}}
+
+
 def scan_scores(predictor: Predictor, material: Material, minutes: float, seed: int, gate_db: float,
                 scanner: dict | None = None) -> dict:
     """False accepts per hour and scan recall; `scanner`: detect.scan's hop_s / smooth_s / threshold
     where given (else the model's defaults); the settings used are part of the result."""
-    scanner = {"hop_s": predictor.default_hop_s(), "smooth_s": detect.DEFAULT_SMOOTH_S,
-               "threshold": detect.DEFAULT_THRESHOLD,
-               **{k: v for k, v in (scanner or {}).items() if v is not None}}
+    scanner = scanner_settings(predictor, scanner)
     settings = predictor.settings
     others = [(w, load_audio(p, settings)) for w, p in material.others["test"]]
     targets = [(w, load_audio(p, settings)) for w, p in material.targets["test"]]
@@ -278,9 +282,7 @@ def nonspeech_scan(predictor: Predictor, material: Material, seed: int, gate_db:
                    scanner: dict | None = None) -> dict:
     """False accepts per hour on a recording of the scored non-speech clips, each laid once with 1-4 s
     pauses over test background (music, beeps and clicks between the words of a real room)."""
-    scanner = {"hop_s": predictor.default_hop_s(), "smooth_s": detect.DEFAULT_SMOOTH_S,
-               "threshold": detect.DEFAULT_THRESHOLD,
-               **{k: v for k, v in (scanner or {}).items() if v is not None}}
+    scanner = scanner_settings(predictor, scanner)
     wave, _ = long_recording(material, [("nonspeech", w) for w in scored_nonspeech(seed)], 0.0, seed + 31)
     found = detect.scan(predictor, "long-nonspeech", wave, gate_db=gate_db, **scanner).detections
     hours = len(wave) / SAMPLE_RATE / 3600
