@@ -119,17 +119,21 @@ KINDS = {f.__name__: f for f in (tone, chord, melody, chirp, clicks, knocks, bee
 
 def kind_of(seed: int, split: str, index: int) -> str:
     """The kind of clip (seed, split, index) is (cheap: the first draw of its generator)."""
-    return list(KINDS)[int(_rng(seed, split, index).integers(len(KINDS)))]
+    return _pick_kind(_rng(seed, split, index))
 
 
 def _rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, STREAM, SPLIT_CODES[split], index]))
 
 
+def _pick_kind(rng: np.random.Generator) -> str:
+    return list(KINDS)[int(rng.integers(len(KINDS)))]
+
+
 def clip(seed: int, split: str, index: int) -> tuple[np.ndarray, str]:
     """1 s of float32 mono audio at SAMPLE_RATE and its kind; 10 ms fades, RMS at a level in LEVEL_DB."""
     rng = _rng(seed, split, index)
-    kind = list(KINDS)[int(rng.integers(len(KINDS)))]
+    kind = _pick_kind(rng)
     t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
     x = KINDS[kind](rng, t)
     x = x - x.mean()

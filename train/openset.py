@@ -278,12 +278,12 @@ def scored_nonspeech(seed: int) -> list[np.ndarray]:
     return [nonspeech.clip(seed + 7919, "test", i)[0] for i in range(NONSPEECH_CLIPS)]
 
 
-def nonspeech_scan(predictor: Predictor, material: Material, seed: int, gate_db: float,
-                   scanner: dict | None = None) -> dict:
+def nonspeech_scan(predictor: Predictor, material: Material, clips: list[np.ndarray], seed: int,
+                   gate_db: float, scanner: dict | None = None) -> dict:
     """False accepts per hour on a recording of the scored non-speech clips, each laid once with 1-4 s
     pauses over test background (music, beeps and clicks between the words of a real room)."""
     scanner = scanner_settings(predictor, scanner)
-    wave, _ = long_recording(material, [("nonspeech", w) for w in scored_nonspeech(seed)], 0.0, seed + 31)
+    wave, _ = long_recording(material, [("nonspeech", w) for w in clips], 0.0, seed + 31)
     found = detect.scan(predictor, "long-nonspeech", wave, gate_db=gate_db, **scanner).detections
     hours = len(wave) / SAMPLE_RATE / 3600
     return {"nonspeech_false_accepts_per_hour": round(len(found) / hours, 2),
@@ -301,20 +301,24 @@ def score(model_path: Path, material: Material, minutes: float, seed: int, compa
     labels = classify(predictor, [load_audio(p, settings) for _, p in targets])
     other_labels = classify(predictor, [load_audio(p, settings) for _, p in material.others["test"]])
     noise_labels = classify(predictor, test_noise_crops(material, NOISE_CROPS, seed))
-    nonspeech_labels = classify(predictor, scored_nonspeech(seed))
+    nonspeech_clips = scored_nonspeech(seed)
+    nonspeech_labels = classify(predictor, nonspeech_clips)
+
+    def accept_rate(answers: list[str]) -> float:
+        return round(float(np.mean([lab in predictor.targets for lab in answers])), 4)
+
     result = {
         "target_acc": round(float(np.mean([lab == w for lab, (w, _) in zip(labels, targets)])), 4),
-        "false_accept_rate": round(float(np.mean([lab in predictor.targets for lab in other_labels])), 4),
-        "noise_false_accept_rate": round(float(np.mean([lab in predictor.targets for lab in noise_labels])), 4),
-        "nonspeech_false_accept_rate": round(float(np.mean([lab in predictor.targets
-                                                            for lab in nonspeech_labels])), 4),
+        "false_accept_rate": accept_rate(other_labels),
+        "noise_false_accept_rate": accept_rate(noise_labels),
+        "nonspeech_false_accept_rate": accept_rate(nonspeech_labels),
         "test_targets": len(targets), "test_other_words": len(other_labels), "test_noise_crops": len(noise_labels),
     }
     default = predictor.default_gate_db()
     gates = sorted({default, 0.0, detect.ACTIVITY_MARGIN_DB}) if compare_gates else [default]
     scans = {gate: scan_scores(predictor, material, minutes, seed, gate, scanner) for gate in gates}
     result.update(scans[default])
-    result.update(nonspeech_scan(predictor, material, seed, default, scanner))
+    result.update(nonspeech_scan(predictor, material, nonspeech_clips, seed, default, scanner))
     if compare_gates:
         result["gate_variants"] = list(scans.values())
     return result
@@ -386,8 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Open-set benchmark: train a yes/no ('closed') and a yes/no/unknown/silence ('open') "
                     "model on one speaker-disjoint split and score both on test material only: target "
                     "accuracy, false-accept rates on other words, on noise crops and on generated non-speech, "
-                    "false accepts per hour "
-                    "on a long test-only recording, and the scanner's recall of yes/no.",
+                    "false accepts per hour on a long test-only recording and on one of the non-speech, "
+                    "and the scanner's recall of yes/no.",
         epilog="Last line: one JSON object {\"closed\": {...}, \"open\": {...}} (means over folds). Exit "
                "status 0 on success, 2 for unusable options or data.")
     parser.add_argument("--out", type=Path, help="working and output folder (required unless --score-only)")
