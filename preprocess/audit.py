@@ -49,7 +49,8 @@ RANKED_ON_INDEX = 12         # most confident label contradictions shown on the 
 SUSPECT_CONFIDENCE = 0.8     # model confidence in another class that makes a clip suspect_label
 DUPLICATE_COSINE = 0.995     # image sketches this similar are near-duplicates (distinct real clips: < 0.992)
 SKETCH_CHUNK = 2048          # rows per block of the cross-split similarity product (bounds memory)
-FOLDS, FOLD_EPOCHS = 5, 12   # out-of-fold quick training over the train split (--folds, --fold-epochs)
+FOLDS = 5                    # out-of-fold quick training over the train split (--folds); its epochs:
+                             # train.suspects.quick_epochs unless --fold-epochs
 GENERATOR = "specvision-audit"  # marks an OUT folder this command may replace
 AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".mp3": "audio/mpeg"}
 
@@ -409,7 +410,7 @@ class Options:
     out: Path
     model: Path | None = None
     folds: int = FOLDS
-    fold_epochs: int = FOLD_EPOCHS
+    fold_epochs: int | None = None
     threshold: float = SUSPECT_CONFIDENCE
     page_size: int = PAGE_SIZE
     copy: bool = False
@@ -503,8 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "model's architecture, each trained on the test split and the train split "
                              "without one fold of speakers; 0: by the model itself, which has seen those "
                              "clips (default: %(default)s). val and test are judged by the model.")
-    parser.add_argument("--fold-epochs", type=int, default=FOLD_EPOCHS, metavar="N",
-                        help="epochs of each out-of-fold model (default: %(default)s)")
+    parser.add_argument("--fold-epochs", type=int, default=None, metavar="N",
+                        help="epochs of each out-of-fold model (default: at least 12, and enough for 500 "
+                             "optimizer steps on a small set, at most python -m train's 60)")
     parser.add_argument("--confidence", type=float, default=SUSPECT_CONFIDENCE, metavar="P",
                         help="model confidence in another class that flags suspect_label "
                              "(default: %(default)s)")
@@ -522,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.page_size < 1 or args.folds < 0 or args.folds == 1 or args.fold_epochs < 1 \
+    if args.page_size < 1 or args.folds < 0 or args.folds == 1 or (args.fold_epochs is not None and args.fold_epochs < 1) \
             or not 0.0 < args.confidence <= 1.0:
         parser.error("--page-size and --fold-epochs must be >= 1, --folds 0 or >= 2, 0 < --confidence <= 1")
     if args.model is not None and not args.model.is_file():

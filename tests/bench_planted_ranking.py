@@ -1,9 +1,9 @@
 """Where do the planted swapped labels rank? The label-check quality figure of the dataset audit.
 
-    python tests/bench_planted_ranking.py WORKDIR EPOCHS FOLDS FOLD_EPOCHS     # e.g. /tmp/x14 15 3 12
+    python tests/bench_planted_ranking.py WORKDIR EPOCHS FOLDS FOLD_EPOCHS     # e.g. /tmp/x14 60 5 auto
 
 Plants the faults of tests/test_audit.py into WORKDIR/clips (once), renders them, trains the given
-model for EPOCHS (once per EPOCHS), runs the audit with --folds/--fold-epochs and prints the swapped
+model for EPOCHS (once per EPOCHS), runs the audit with --folds and --fold-epochs (`auto`: the audit's default) and prints the swapped
 clips' ranks among the contradicted clips (without the planted wrong-class copies) and how many
 untouched clips are flagged, and whether the target is met (all 10 swapped clips in the top 20).
 The planting is tests/test_audit.py's (`plant_faults`, the planted-faults tests); the unit test of the
@@ -40,7 +40,7 @@ def main() -> int:
                            "--cache", "--no-progress"]) == 0
     out = base / f"audit_{epochs}_{folds}_{fold_epochs}"
     audit.main([str(base / "images"), "--out", str(out), "--model", str(model_dir / "model.pt"),
-                "--folds", folds, "--fold-epochs", fold_epochs, "--quiet"])
+                "--folds", folds, "--quiet"] + (["--fold-epochs", fold_epochs] if fold_epochs != "auto" else []))
     with open(out / "suspects.csv", newline="") as handle:
         ranked = [row["source"] for row in csv.DictReader(handle) if row["source"] not in faults["duplicate_class"]]
     flagged = test_audit.read_flags(out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import random
 import time
@@ -281,6 +282,19 @@ def test_swapped_labels_are_contradicted_out_of_fold_and_ranked_first(tmp_path):
     threshold = audit.SUSPECT_CONFIDENCE
     assert {s for s in swapped if "suspect_label" in found.get(s, [])} == \
         {row["source"] for row in top if float(row["confidence"]) >= threshold}
+
+
+def test_quick_models_get_enough_steps_on_a_small_set_and_12_epochs_on_a_big_one():
+    """Out-of-fold judges of an 800-clip set were undertrained at a flat 12 epochs (108 optimizer steps):
+    the default now gives them MIN_FOLD_STEPS steps, up to the train recipe's epochs; --fold-epochs wins."""
+    from train.suspects import MIN_FOLD_EPOCHS, MIN_FOLD_STEPS, quick_epochs
+    from train.train import BATCH_SIZE, EPOCHS
+
+    assert quick_epochs(85_000) == MIN_FOLD_EPOCHS == 12          # the full dataset: 1,329 steps an epoch
+    assert quick_epochs(540) == 56                                 # 9 steps an epoch
+    assert quick_epochs(540) * math.ceil(540 / BATCH_SIZE) >= MIN_FOLD_STEPS
+    assert quick_epochs(10) == EPOCHS                              # capped: never longer than the recipe
+    assert quick_epochs(540, requested=3) == 3
 
 
 # ---------------------------------------------------------------- the folder: links, paths, bad input

@@ -2,7 +2,7 @@
 
 val and test clips are judged by the given model: it never trained on them. Train clips are judged
 out of fold: the train split's speakers are cut into K folds, and for each fold a quick model (the
-checkpoint's architecture, `python -m train`'s recipe, a few epochs) is trained on the other folds
+checkpoint's architecture, `python -m train`'s recipe, a short run: `quick_epochs`) is trained on the other folds
 plus the test split, picks its epoch on val, and judges this fold: no clip is judged by a model that
 memorised its (possibly wrong) label.
 With folds=0 the given model judges the train split too, and the page says so.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import math
 import os
 import shutil
 import tempfile
@@ -29,6 +30,10 @@ from train.data import load_png
 
 BATCH_SIZE = 128
 FOLD_SALT = b"specvision-audit-folds:"
+MIN_FOLD_EPOCHS = 12     # a quick model's epochs: at least this many ...
+MIN_FOLD_STEPS = 500     # ... and enough for this many optimizer steps, so a small set's judges are not
+                         # undertrained (12 epochs of 540 images are 108 steps: 7 of 10 planted swaps in
+                         # the top 20; docs/benchmarks.md), at most `python -m train`'s EPOCHS
 
 
 def probabilities(model: torch.nn.Module, channels: int, paths: list[Path], device: torch.device,
@@ -57,6 +62,18 @@ def _link_images(root: Path, split: str, rows: list[dict], images: Path) -> None
         os.symlink(os.path.abspath(images / row["png"]), dest)
 
 
+def quick_epochs(train_images: int, requested: int | None = None) -> int:
+    """Epochs of each out-of-fold model: `requested`, else MIN_FOLD_EPOCHS or enough epochs of
+    `train_images` for MIN_FOLD_STEPS steps, whichever is more, capped at the train recipe's EPOCHS.
+    A 100k-clip set gets 12 epochs (thousands of steps each); an 800-clip one the full recipe."""
+    from train.train import BATCH_SIZE as TRAIN_BATCH, EPOCHS
+
+    if requested:
+        return requested
+    steps_per_epoch = max(1, math.ceil(train_images / TRAIN_BATCH))
+    return min(EPOCHS, max(MIN_FOLD_EPOCHS, math.ceil(MIN_FOLD_STEPS / steps_per_epoch)))
+
+
 def train_fold(data: Dataset, train_rows: list[dict], held_rows: list[dict], val_rows: list[dict],
                arch: str, epochs: int, seed: int, work: Path) -> Path:
     """A quick model trained on `train_rows`, its epoch picked on `val_rows` (or, without a val split,
@@ -78,7 +95,7 @@ def train_fold(data: Dataset, train_rows: list[dict], held_rows: list[dict], val
     return work / "model" / "model.pt"
 
 
-def label_check(model_path: Path, data: Dataset, folds: int, epochs: int, threshold: float, seed: int,
+def label_check(model_path: Path, data: Dataset, folds: int, epochs: int | None, threshold: float, seed: int,
                 progress: bool) -> tuple[dict[int, dict], dict]:
     """-> ({row index: {"predicted", "confidence", "how"}} for every clip whose label the judging model
     contradicts, page info: which predictions judged which split, counts, notes)."""
@@ -118,6 +135,7 @@ def label_check(model_path: Path, data: Dataset, folds: int, epochs: int, thresh
         val_rows = [data.rows[i] for i in by_split["val"]]
         extra = [data.rows[i] for i in by_split["test"]]
         fold = {i: fold_of(data.rows[i]["source"], folds) for i in train}
+        epochs = quick_epochs(round(len(train) * (folds - 1) / folds) + len(extra), epochs)
         failed = []
         for k in tqdm(range(folds), desc=f"out-of-fold models ({epochs} epochs each)", unit="fold",
                       disable=not progress):
