@@ -7,7 +7,7 @@ Reads what `python -m preprocess` wrote (render.json, manifest.csv, the PNGs) an
 under render.json's audio root. Writes a static folder: index.html (a summary table of flags per
 split and class, each count a link), pages/ (paged galleries per split, class and flag: each tile
 the PNG, its name, label, split, flags and an audio player), flags.csv (one row per flagged clip),
-with --model suspects.csv (every clip the model contradicts, most confident first) and style.css. Images and clips are relative symbolic links into the images folder and the audio
+with --model suspects.csv (every clip the model contradicts, the most suspicious first) and style.css. Images and clips are relative symbolic links into the images folder and the audio
 root (`--copy`: copies), every URL relative: no server, no absolute path of this machine.
 
 Flags: silent, clipped, cut_off and short come from manifest.csv (computed by preprocess while it
@@ -25,6 +25,7 @@ import dataclasses
 import functools
 import io
 import json
+import math
 import os
 import shutil
 import sys
@@ -45,7 +46,7 @@ from preprocess.sources import SPLITS
 
 DEFAULT_OUT = "audit"
 PAGE_SIZE = 48               # tiles per gallery page
-RANKED_ON_INDEX = 12         # most confident label contradictions shown on the summary page
+RANKED_ON_INDEX = 12         # top label contradictions shown on the summary page
 SUSPECT_CONFIDENCE = 0.8     # model confidence in another class that makes a clip suspect_label
 DUPLICATE_COSINE = 0.995     # image sketches this similar are near-duplicates (distinct real clips: < 0.992)
 SKETCH_CHUNK = 2048          # rows per block of the cross-split similarity product (bounds memory)
@@ -54,6 +55,9 @@ FOLDS = 5                    # out-of-fold quick training over the train split (
 GENERATOR = "specvision-audit"  # marks an OUT folder this command may replace
 AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".mp3": "audio/mpeg"}
 
+RANK_ORDER = ("Ranked by two percentiles among the contradicted clips, averaged: the judging model's "
+              "confidence in another class, and how much more the clip sounds like the same speaker's takes "
+              "of that class than like their takes of its label.")
 FLAG_NAMES = flags.CLIP_FLAGS + ("duplicate_audio", "duplicate_image", "suspect_label")
 FLAG_HELP = {
     "silent": f"near-silent: the loudest 20 ms are below {flags.SILENT_DB:g} dBFS",
@@ -201,7 +205,8 @@ class Tile:
     level_db: str
     flags: list[str]
     notes: list[str]
-    suspect: dict | None = None   # {"predicted", "confidence", "how"} when the model contradicts the label
+    suspect: dict | None = None   # {"predicted", "confidence", "how", "rank"[, "speaker"]} when the model
+                                  # contradicts the label (train.suspects)
     img: str | None = None        # URL relative to OUT
     audio: str | None = None
     audio_type: str = "audio/wav"
@@ -209,9 +214,9 @@ class Tile:
     height: int = 0
 
     def rank(self) -> tuple:
-        """Suspicious first: more flags, then a more confident contradiction, then by name."""
-        confidence = self.suspect["confidence"] if self.suspect and "suspect_label" in self.flags else 0.0
-        return (-len(self.flags), -confidence, self.png)
+        """Suspicious first: more flags, then a higher-ranked contradiction, then by name."""
+        rank = self.suspect["rank"] if self.suspect and "suspect_label" in self.flags else math.inf
+        return (-len(self.flags), rank, self.png)
 
 
 def build_tiles(data: Dataset, suspects: dict[int, dict], threshold: float, progress: bool) -> list[Tile]:
@@ -265,7 +270,7 @@ class Gallery:
 
 def make_galleries(tiles: list[Tile], classes: list[str]) -> dict[tuple[str, str, str], Gallery]:
     """(split, class, filter) -> gallery; per split and class every filter with images, and over the
-    whole dataset every flag. The suspect_label gallery is ranked by the model's confidence."""
+    whole dataset every flag. The suspect_label gallery is in the label check's rank order."""
     groups: dict[tuple[str, str, str], list[Tile]] = collections.defaultdict(list)
     for tile in sorted(tiles, key=Tile.rank):
         groups[(tile.split, tile.label, "all")].append(tile)
@@ -275,7 +280,7 @@ def make_galleries(tiles: list[Tile], classes: list[str]) -> dict[tuple[str, str
     galleries = {}
     for (split, label, name), members in groups.items():
         if name == "suspect_label":
-            members = sorted(members, key=lambda t: (-t.suspect["confidence"], t.png))
+            members = sorted(members, key=lambda t: (t.suspect["rank"], t.png))
         number = "all" if label == "all" else str(classes.index(label))
         scope = ("every split and class" if split == "all" else f"{split} / {label}")
         galleries[(split, label, name)] = Gallery(f"{split}-{number}-{name}", scope, split, label, name, members)
@@ -334,14 +339,18 @@ def flags_csv(tiles: list[Tile]) -> str:
 
 
 def suspects_csv(tiles: list[Tile]) -> str:
-    """Every clip the judging model contradicts, most confident first (flagged or not)."""
+    """Every clip the judging model contradicts, in rank order (flagged or not); `speaker`: how much more
+    it resembles the same speaker's takes of the predicted class than of its label (train.suspects)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["rank", "source", "png", "split", "label", "predicted", "confidence", "how", "flagged"])
-    ranked = sorted((t for t in tiles if t.suspect), key=lambda t: (-t.suspect["confidence"], t.png))
-    for rank, tile in enumerate(ranked, 1):
-        writer.writerow([rank, tile.source, tile.png, tile.split, tile.label, tile.suspect["predicted"],
-                         f"{tile.suspect['confidence']:.4f}", tile.suspect["how"],
+    writer.writerow(["rank", "source", "png", "split", "label", "predicted", "confidence", "speaker", "how",
+                     "flagged"])
+    ranked = sorted((t for t in tiles if t.suspect), key=lambda t: (t.suspect["rank"], t.png))
+    for tile in ranked:
+        speaker = tile.suspect.get("speaker")
+        writer.writerow([tile.suspect["rank"], tile.source, tile.png, tile.split, tile.label,
+                         tile.suspect["predicted"], f"{tile.suspect['confidence']:.4f}",
+                         "" if speaker is None else f"{speaker:.4f}", tile.suspect["how"],
                          int("suspect_label" in tile.flags)])
     return buffer.getvalue()
 
@@ -386,7 +395,7 @@ def write_pages(out: Path, env: jinja2.Environment, galleries: dict, classes: li
                     if (split, label, f) in galleries]
         filters = [{"name": f, "count": len(g.tiles), "href": g.href(root="../"), "current": f == name}
                    for f, g in siblings]
-        order = ("Ranked by the model's confidence in another class." if name == "suspect_label"
+        order = (RANK_ORDER if name == "suspect_label"
                  else "The suspicious first: most flags, then the most confident label contradiction, then by name.")
         pages = -(-len(gallery.tiles) // page_size)
         for page in range(1, pages + 1):
@@ -468,7 +477,7 @@ def audit(data: Dataset, options: Options) -> dict:
             settings_hash=data.settings.digest(), stats=stats, flag_names=FLAG_NAMES,
             table=summary_table(galleries, tiles, classes), model=model_info,
             ranked=ranked.tiles[:RANKED_ON_INDEX] if ranked else [], ranked_total=len(ranked.tiles) if ranked else 0,
-            ranked_href=ranked.href() if ranked else "", notes=notes)
+            ranked_href=ranked.href() if ranked else "", rank_order=RANK_ORDER, notes=notes)
         (folder / "index.html").write_text(html, encoding="utf-8")
         numbers.update(images=len(tiles), flagged=flagged, pages=pages, missing_images=assets.missing_images,
                        missing_audio=assets.missing_audio,

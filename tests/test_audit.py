@@ -159,11 +159,12 @@ def plant_faults(real: Path, root: Path, seed: int = 0) -> dict[str, list[str]]:
         copy = f"{label}/{speaker}_nohash_0.wav"
         (root / copy).symlink_to(real / rel)
         planted["duplicate_split"] += [rel, copy]
-    for rel in picked["swapped"]:  # filed under the wrong word
+    for rel in picked["swapped"]:  # filed under the wrong word, as another take of the same speaker
         label, name = rel.split("/")
-        wrong = f"{'no' if label == 'yes' else 'yes'}/{name}"
-        if (root / wrong).exists():
-            wrong = f"{'no' if label == 'yes' else 'yes'}/swapped{name}"
+        other = "no" if label == "yes" else "yes"
+        speaker = sources.group_id(name)
+        wrong = next(f"{other}/{n}" for n in [name] + [f"{speaker}_nohash_{k}.wav" for k in range(10, 100)]
+                     if not os.path.lexists(root / other / n))
         (root / wrong).symlink_to(real / rel)
         planted["swapped"].append(wrong)
     touched = {c for group in planted.values() for c in group} | set(chosen)
@@ -270,8 +271,7 @@ def test_swapped_labels_are_contradicted_out_of_fold_and_ranked_first(tmp_path):
                        "--folds", "2", "--fold-epochs", "3", "--quiet"]) == 0
     with open(out / "suspects.csv", newline="") as handle:
         ranking = list(csv.DictReader(handle))
-    confidences = [float(row["confidence"]) for row in ranking]
-    assert confidences == sorted(confidences, reverse=True)
+    assert [int(row["rank"]) for row in ranking] == list(range(1, len(ranking) + 1))
     top = ranking[:len(swapped)]
     assert sorted(row["source"] for row in top) == sorted(swapped), [(r["source"], r["how"]) for r in ranking]
     assert {row["how"] for row in top} == {"out-of-fold"}  # train-split clips: never judged by a model that saw them
@@ -295,6 +295,52 @@ def test_quick_models_get_enough_steps_on_a_small_set_and_12_epochs_on_a_big_one
     assert quick_epochs(540) * math.ceil(540 / BATCH_SIZE) >= MIN_FOLD_STEPS
     assert quick_epochs(10) == EPOCHS                              # capped: never longer than the recipe
     assert quick_epochs(540, requested=3) == 3
+
+
+def test_speaker_evidence_raises_a_take_that_sounds_like_the_speakers_other_word():
+    """A take filed under the wrong word resembles the same speaker's takes of the word it is; a take the
+    model is merely unsure of resembles the speaker's takes of its own label. Features of different
+    networks are never compared; a speaker with no other take gives no evidence."""
+    from train.suspects import rank_suspects, speaker_evidence
+
+    yes, no = np.array([1.0, 0.0, 0.1]), np.array([0.0, 1.0, 0.1])
+    between = np.array([0.6, 0.8, 0.1])
+    features = {0: yes, 1: yes * 1.1, 2: no, 3: no * 0.9,          # speaker a: a "no" take (3) filed as yes
+                4: between, 5: between * 1.2, 6: no,              # speaker b: two odd "yes" takes, a "no"
+                7: between,                                       # speaker c: one take only
+                8: no}                                            # speaker a again, another network
+    speakers = ["a", "a", "a", "a", "b", "b", "b", "c", "a"]
+    labels = ["yes", "yes", "no", "yes", "yes", "yes", "no", "yes", "yes"]
+    judged_by = {i: 0 for i in range(8)} | {8: 1}
+    suspects = {3: {"predicted": "no", "confidence": 0.85}, 4: {"predicted": "no", "confidence": 0.9},
+                7: {"predicted": "no", "confidence": 0.8}, 8: {"predicted": "no", "confidence": 0.7}}
+    evidence = speaker_evidence(suspects, features, judged_by, speakers, labels)
+    assert evidence[3] > 0.5 > 0 > evidence[4]        # like a's "no"; like b's other odd "yes"
+    assert evidence[7] == 0 and evidence[8] == 0      # nothing to compare with
+    rank_suspects(suspects, evidence)
+    # the model is surer of 4, but 4 sounds like its speaker's other "yes" takes and 3 like a "no"
+    assert [i for i in sorted(suspects, key=lambda i: suspects[i]["rank"])] == [3, 4, 7, 8]
+    assert suspects[3]["speaker"] == round(evidence[3], 4)
+
+
+def test_label_check_features_are_the_classifiers_input(tmp_path):
+    """The features the speaker evidence compares are what the last Linear layer reads."""
+    from train.models import build_model
+    from train.suspects import probabilities
+
+    import torch
+    from PIL import Image
+
+    model = build_model("specresnet", 2, (3, 201, 81)).eval()
+    paths = [tmp_path / f"{k}.png" for k in range(3)]
+    for k, path in enumerate(paths):
+        Image.fromarray(np.random.default_rng(k).integers(0, 256, (201, 81, 3), np.uint8)).save(path)
+    found: list = []
+    probs = probabilities(model, 3, paths, torch.device("cpu"), features=found)
+    assert probs.shape == (3, 2) and found[0].shape[0] == 3
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    logits = torch.from_numpy(found[0]) @ head.weight.detach().T + head.bias.detach()
+    assert np.allclose(logits.softmax(1).numpy(), probs, atol=1e-5)
 
 
 # ---------------------------------------------------------------- the folder: links, paths, bad input

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import itertools
 import math
 import os
 import shutil
@@ -37,15 +38,26 @@ MIN_FOLD_STEPS = 500     # ... and enough for this many optimizer steps, so a sm
 
 
 def probabilities(model: torch.nn.Module, channels: int, paths: list[Path], device: torch.device,
-                  progress: bool = False, desc: str = "predict") -> np.ndarray:
-    """Softmax of the model for each PNG (N x classes), in the order given."""
-    out = []
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(paths), BATCH_SIZE), desc=desc, unit="batch", leave=False,
-                          disable=not progress or len(paths) < 4 * BATCH_SIZE):
-            batch = torch.stack([image_to_tensor(load_png(str(p), channels), channels)
-                                 for p in paths[start:start + BATCH_SIZE]])
-            out.append(model(batch.to(device)).float().softmax(1).cpu().numpy())
+                  progress: bool = False, desc: str = "predict", features: list | None = None) -> np.ndarray:
+    """Softmax of the model for each PNG (N x classes), in the order given. With `features` (a list),
+    the input of the model's last Linear layer for each PNG (N x D, what the classifier reads) is
+    appended to it, or None when the model has no Linear layer."""
+    out, seen = [], []
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    keep = (lambda _, args: seen.append(args[0].float().flatten(1).cpu()))
+    hook = linear[-1].register_forward_pre_hook(keep) if features is not None and linear else None
+    try:
+        with torch.inference_mode():
+            for start in tqdm(range(0, len(paths), BATCH_SIZE), desc=desc, unit="batch", leave=False,
+                              disable=not progress or len(paths) < 4 * BATCH_SIZE):
+                batch = torch.stack([image_to_tensor(load_png(str(p), channels), channels)
+                                     for p in paths[start:start + BATCH_SIZE]])
+                out.append(model(batch.to(device)).float().softmax(1).cpu().numpy())
+    finally:
+        if hook is not None:
+            hook.remove()
+    if features is not None:
+        features.append(torch.cat(seen).numpy() if hook is not None and seen else None)
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
@@ -116,12 +128,19 @@ def label_check(model_path: Path, data: Dataset, folds: int, epochs: int | None,
                 for s in ("train", "val", "test")}
     probs: dict[int, np.ndarray] = {}
     how: dict[int, str] = {}
+    features: dict[int, np.ndarray] = {}
+    judged_by: dict[int, int] = {}  # which network judged a clip: features are comparable within one only
+    networks = itertools.count()
 
     def judge(indices: list[int], net, name: str, desc: str) -> None:
+        found: list = []
         result = probabilities(net, channels, [data.images / data.rows[i]["png"] for i in indices], device,
-                               progress, desc)
-        for i, p in zip(indices, result):
-            probs[i], how[i] = p, name
+                               progress, desc, found)
+        network = next(networks)
+        for n, (i, p) in enumerate(zip(indices, result)):
+            probs[i], how[i], judged_by[i] = p, name, network
+            if found[0] is not None:
+                features[i] = found[0][n]
 
     model_name = f"{Path(model_path).parent.name}/{Path(model_path).name}"
     split_how = {}
@@ -162,7 +181,10 @@ def label_check(model_path: Path, data: Dataset, folds: int, epochs: int | None,
         judge(train, model, "the model, in-sample", "predict train")
         split_how["train"] = (f"{model_name}, in-sample: it was trained on these clips, so a memorised wrong "
                               f"label can go unnoticed (use --folds K)")
-    suspects = contradictions(probs, how, [r["label"] for r in data.rows], classes)
+    labels = [r["label"] for r in data.rows]
+    suspects = contradictions(probs, how, labels, classes)
+    rank_suspects(suspects, speaker_evidence(suspects, features, judged_by,
+                                             [group_id(Path(r["source"]).name) for r in data.rows], labels))
     info = {"name": model_name, "arch": ckpt["arch"], "threshold": threshold, "notes": notes,
             "splits": [{"split": s, "how": split_how[s], "judged": len(by_split[s]),
                         "suspects": sum(1 for i in by_split[s] if i in suspects
@@ -180,3 +202,58 @@ def contradictions(probs: dict[int, np.ndarray], how: dict[int, str], labels: li
         if classes[best] != labels[i]:
             suspects[i] = {"predicted": classes[best], "confidence": float(p[best]), "how": how[i]}
     return suspects
+
+
+def speaker_evidence(suspects: dict[int, dict], features: dict[int, np.ndarray], judged_by: dict[int, int],
+                     speakers: list[str], labels: list[str]) -> dict[int, float]:
+    """{row: how much more a contradicted clip resembles the same speaker's takes of the predicted class
+    than their other takes of its own label} (cosine similarity of the judging network's features).
+
+    Why: a model unsure of a voice or an accent is wrong on that speaker's takes alike, while a take
+    filed under the wrong word sounds like the speaker's takes of the word it is. Only takes judged by
+    the same network count; a class with no such take counts at the typical similarity of a take to
+    the same speaker's other takes of its label (the median over the set), i.e. as no evidence."""
+    groups: dict[tuple, list[int]] = {}
+    for i in features:
+        groups.setdefault((judged_by[i], speakers[i]), []).append(i)
+    best: dict[int, dict[str, float]] = {}
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        unit = np.stack([features[i] for i in members]).astype(np.float64)
+        unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+        similar = unit @ unit.T
+        for a, i in enumerate(members):
+            nearest = best.setdefault(i, {})
+            for b, j in enumerate(members):
+                if a != b:
+                    nearest[labels[j]] = max(nearest.get(labels[j], -1.0), float(similar[a, b]))
+    own = [nearest[labels[i]] for i, nearest in best.items() if labels[i] in nearest]
+    typical = float(np.median(own)) if own else 0.0
+    return {i: best.get(i, {}).get(s["predicted"], typical) - best.get(i, {}).get(labels[i], typical)
+            for i, s in suspects.items() if i in features}
+
+
+def rank_suspects(suspects: dict[int, dict], evidence: dict[int, float]) -> None:
+    """Adds "speaker" (the evidence above, where there are features) and "rank" (1 = most suspicious) to
+    each suspect: by the mean of two percentiles among the suspects, the judging model's confidence
+    in another class and the speaker evidence (scale-free, so neither dominates by its units)."""
+    rows = sorted(suspects)
+    if not rows:
+        return
+    confidence = _percentiles([suspects[i]["confidence"] for i in rows])
+    speaker = _percentiles([evidence.get(i, 0.0) for i in rows]) if evidence else confidence
+    score = (confidence + speaker) / 2
+    for i, e in evidence.items():
+        suspects[i]["speaker"] = round(e, 4)
+    order = sorted(range(len(rows)), key=lambda k: (-score[k], -suspects[rows[k]]["confidence"], rows[k]))
+    for rank, k in enumerate(order, 1):
+        suspects[rows[k]]["rank"] = rank
+
+
+def _percentiles(values: list[float]) -> np.ndarray:
+    """Mid-rank percentile of each value among `values` (ties share one), in (0, 1]."""
+    values = np.asarray(values, dtype=np.float64)
+    order = np.sort(values)
+    below, up_to = np.searchsorted(order, values, "left"), np.searchsorted(order, values, "right")
+    return (below + up_to + 1) / (2 * len(values))
