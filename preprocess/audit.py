@@ -55,9 +55,9 @@ FOLDS = 5                    # out-of-fold quick training over the train split (
 GENERATOR = "specvision-audit"  # marks an OUT folder this command may replace
 AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".mp3": "audio/mpeg"}
 
-RANK_ORDER = ("Ranked by two percentiles among the contradicted clips, averaged: the judging model's "
-              "confidence in another class, and how much more the clip sounds like the same speaker's takes "
-              "of that class than like their takes of its label.")
+RANK_ORDER = ("Ranked by the judging model's confidence in another class plus the speaker evidence: how much "
+              "more the clip sounds like the same speaker's takes of that class than like their takes of its "
+              "label.")
 FLAG_NAMES = flags.CLIP_FLAGS + ("duplicate_audio", "duplicate_image", "suspect_label")
 FLAG_HELP = {
     "silent": f"near-silent: the loudest 20 ms are below {flags.SILENT_DB:g} dBFS",

@@ -301,6 +301,7 @@ def test_speaker_evidence_raises_a_take_that_sounds_like_the_speakers_other_word
     """A take filed under the wrong word resembles the same speaker's takes of the word it is; a take the
     model is merely unsure of resembles the speaker's takes of its own label. Features of different
     networks are never compared; a speaker with no other take gives no evidence."""
+    from train import suspects as suspects_module
     from train.suspects import rank_suspects, speaker_evidence
 
     yes, no = np.array([1.0, 0.0, 0.1]), np.array([0.0, 1.0, 0.1])
@@ -313,13 +314,17 @@ def test_speaker_evidence_raises_a_take_that_sounds_like_the_speakers_other_word
     labels = ["yes", "yes", "no", "yes", "yes", "yes", "no", "yes", "yes"]
     judged_by = {i: 0 for i in range(8)} | {8: 1}
     suspects = {3: {"predicted": "no", "confidence": 0.85}, 4: {"predicted": "no", "confidence": 0.9},
-                7: {"predicted": "no", "confidence": 0.8}, 8: {"predicted": "no", "confidence": 0.7}}
+                7: {"predicted": "no", "confidence": 0.8}, 8: {"predicted": "no", "confidence": 0.6}}
     evidence = speaker_evidence(suspects, features, judged_by, speakers, labels)
+    with pytest.MonkeyPatch.context() as patch:        # a speaker's takes compared a few rows at a time
+        patch.setattr(suspects_module, "SIMILARITY_BLOCK", 3)
+        assert speaker_evidence(suspects, features, judged_by, speakers, labels) == evidence
     assert evidence[3] > 0.5 > 0 > evidence[4]        # like a's "no"; like b's other odd "yes"
     assert evidence[7] == 0 and evidence[8] == 0      # nothing to compare with
     rank_suspects(suspects, evidence)
-    # the model is surer of 4, but 4 sounds like its speaker's other "yes" takes and 3 like a "no"
-    assert [i for i in sorted(suspects, key=lambda i: suspects[i]["rank"])] == [3, 4, 7, 8]
+    # the model is surest of 4, but 4 sounds like its speaker's other "yes" takes and 3 like a "no";
+    # 7 and 8 have no evidence: their order is the model's
+    assert [i for i in sorted(suspects, key=lambda i: suspects[i]["rank"])] == [3, 7, 4, 8]
     assert suspects[3]["speaker"] == round(evidence[3], 4)
 
 

@@ -31,6 +31,7 @@ from train.data import load_png
 
 BATCH_SIZE = 128
 FOLD_SALT = b"specvision-audit-folds:"
+SIMILARITY_BLOCK = 1 << 22  # similarities computed at a time by the speaker evidence (16 MB of float32)
 MIN_FOLD_EPOCHS = 12     # a quick model's epochs: at least this many ...
 MIN_FOLD_STEPS = 500     # ... and enough for this many optimizer steps, so a small set's judges are not
                          # undertrained (12 epochs of 540 images are 108 steps: 7 of 10 planted swaps in
@@ -220,14 +221,17 @@ def speaker_evidence(suspects: dict[int, dict], features: dict[int, np.ndarray],
     for members in groups.values():
         if len(members) < 2:
             continue
-        unit = np.stack([features[i] for i in members]).astype(np.float64)
+        unit = np.stack([features[i] for i in members]).astype(np.float32)
         unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
-        similar = unit @ unit.T
-        for a, i in enumerate(members):
-            nearest = best.setdefault(i, {})
-            for b, j in enumerate(members):
-                if a != b:
-                    nearest[labels[j]] = max(nearest.get(labels[j], -1.0), float(similar[a, b]))
+        member_labels = np.array([labels[i] for i in members])
+        rows = max(1, SIMILARITY_BLOCK // len(members))  # one speaker with 100k takes stays bounded too
+        for lo in range(0, len(members), rows):
+            similar = unit[lo:lo + rows] @ unit.T
+            similar[np.arange(len(similar)), np.arange(lo, lo + len(similar))] = -np.inf  # not itself
+            for label in np.unique(member_labels):
+                nearest = np.where(member_labels == label, similar, -np.inf).max(axis=1)
+                for k in np.flatnonzero(np.isfinite(nearest)):
+                    best.setdefault(members[lo + k], {})[str(label)] = float(nearest[k])
     own = [nearest[labels[i]] for i, nearest in best.items() if labels[i] in nearest]
     typical = float(np.median(own)) if own else 0.0
     return {i: best.get(i, {}).get(s["predicted"], typical) - best.get(i, {}).get(labels[i], typical)
@@ -236,24 +240,11 @@ def speaker_evidence(suspects: dict[int, dict], features: dict[int, np.ndarray],
 
 def rank_suspects(suspects: dict[int, dict], evidence: dict[int, float]) -> None:
     """Adds "speaker" (the evidence above, where there are features) and "rank" (1 = most suspicious) to
-    each suspect: by the mean of two percentiles among the suspects, the judging model's confidence
-    in another class and the speaker evidence (scale-free, so neither dominates by its units)."""
-    rows = sorted(suspects)
-    if not rows:
-        return
-    confidence = _percentiles([suspects[i]["confidence"] for i in rows])
-    speaker = _percentiles([evidence.get(i, 0.0) for i in rows]) if evidence else confidence
-    score = (confidence + speaker) / 2
+    each suspect: ranked by the judging model's confidence in another class plus the speaker evidence
+    (both read off the judging network; no evidence adds nothing)."""
     for i, e in evidence.items():
         suspects[i]["speaker"] = round(e, 4)
-    order = sorted(range(len(rows)), key=lambda k: (-score[k], -suspects[rows[k]]["confidence"], rows[k]))
-    for rank, k in enumerate(order, 1):
-        suspects[rows[k]]["rank"] = rank
-
-
-def _percentiles(values: list[float]) -> np.ndarray:
-    """Mid-rank percentile of each value among `values` (ties share one), in (0, 1]."""
-    values = np.asarray(values, dtype=np.float64)
-    order = np.sort(values)
-    below, up_to = np.searchsorted(order, values, "left"), np.searchsorted(order, values, "right")
-    return (below + up_to + 1) / (2 * len(values))
+    order = sorted(suspects, key=lambda i: (-(suspects[i]["confidence"] + evidence.get(i, 0.0)),
+                                            -suspects[i]["confidence"], i))
+    for rank, i in enumerate(order, 1):
+        suspects[i]["rank"] = rank
