@@ -396,7 +396,7 @@ def write_pages(out: Path, env: jinja2.Environment, galleries: dict, classes: li
         filters = [{"name": f, "count": len(g.tiles), "href": g.href(root="../"), "current": f == name}
                    for f, g in siblings]
         order = (RANK_ORDER if name == "suspect_label"
-                 else "The suspicious first: most flags, then the most confident label contradiction, then by name.")
+                 else "The suspicious first: most flags, then the highest-ranked label contradiction, then by name.")
         pages = -(-len(gallery.tiles) // page_size)
         for page in range(1, pages + 1):
             html = template.render(

@@ -110,8 +110,9 @@ def train_fold(data: Dataset, train_rows: list[dict], held_rows: list[dict], val
 
 def label_check(model_path: Path, data: Dataset, folds: int, epochs: int | None, threshold: float, seed: int,
                 progress: bool) -> tuple[dict[int, dict], dict]:
-    """-> ({row index: {"predicted", "confidence", "how"}} for every clip whose label the judging model
-    contradicts, page info: which predictions judged which split, counts, notes)."""
+    """-> ({row index: {"predicted", "confidence", "how", "rank"[, "speaker"]}} for every clip whose label
+    the judging model contradicts (ranked by `rank_suspects`), page info: which predictions judged
+    which split, counts, notes)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         model, ckpt, settings = load_model(model_path, device)
