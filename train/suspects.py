@@ -139,10 +139,10 @@ def label_check(model_path: Path, data: Dataset, folds: int, epochs: int | None,
         result = probabilities(net, channels, [data.images / data.rows[i]["png"] for i in indices], device,
                                progress, desc, found)
         network = next(networks)
-        for n, (i, p) in enumerate(zip(indices, result)):
+        for i, p in zip(indices, result):
             probs[i], how[i], judged_by[i] = p, name, network
-            if found[0] is not None:
-                features[i] = found[0][n].astype(np.float16)  # 105k clips x 1024 values: 215 MB
+        if found[0] is not None:  # float16: 105k clips x 1024 values are 215 MB
+            features.update(zip(indices, found[0].astype(np.float16)))
 
     model_name = f"{Path(model_path).parent.name}/{Path(model_path).name}"
     split_how = {}
@@ -230,10 +230,10 @@ def speaker_evidence(suspects: dict[int, dict], features: dict[int, np.ndarray],
             similar = unit[lo:lo + rows] @ unit.T
             similar[np.arange(len(similar)), np.arange(lo, lo + len(similar))] = -np.inf  # not itself
             for label in np.unique(member_labels):
-                nearest = np.where(member_labels == label, similar, -np.inf).max(axis=1)
-                for k in np.flatnonzero(np.isfinite(nearest)):
-                    best.setdefault(members[lo + k], {})[str(label)] = float(nearest[k])
-    own = [nearest[labels[i]] for i, nearest in best.items() if labels[i] in nearest]
+                closest = np.where(member_labels == label, similar, -np.inf).max(axis=1)
+                for k in np.flatnonzero(np.isfinite(closest)):
+                    best.setdefault(members[lo + k], {})[str(label)] = float(closest[k])
+    own = [by_label[labels[i]] for i, by_label in best.items() if labels[i] in by_label]
     typical = float(np.median(own)) if own else 0.0
     return {i: best.get(i, {}).get(s["predicted"], typical) - best.get(i, {}).get(labels[i], typical)
             for i, s in suspects.items() if i in features}
