@@ -23,7 +23,8 @@ from preprocess.render import (RenderSettings, image_to_tensor, read_png_metadat
                                save_png)
 from train import bench, evaluate as evaluate_cli
 from train.checkpoint import STATE_FILE, load_checkpoint, load_model
-from train.data import BackgroundMix, DataError, NoiseFloor, SpecAugment, SpectrogramFolder, build_datasets
+from train.data import (BackgroundMix, DataError, NoiseFloor, SpecAugment, SpectrogramFolder, SpeedPerturb,
+                        build_datasets)
 from train.engine import exponential_average
 from train.metrics import classification_report
 from train.models import ARCHITECTURES, DEFAULT_ARCH, PretrainedError, build_model, load_pretrained
@@ -161,6 +162,67 @@ def test_augmentations_keep_shape_and_never_flip():
         masked_fraction.append(masked.float().mean().item())
     assert torch.equal(image, original)  # the input is never modified in place
     assert len(shifts) > 5 and max(masked_fraction) > 0.2 and min(masked_fraction) < max(masked_fraction)
+
+
+def _tone_burst(hz: float, seconds: float, rate: int = 16000) -> np.ndarray:
+    """A 1 s clip: a tone with two harmonics for `seconds`, centred, with 10 ms fades."""
+    t = np.arange(rate) / rate
+    on = np.abs(t - 0.5) <= seconds / 2
+    fade = np.clip(np.minimum(t - (0.5 - seconds / 2), (0.5 + seconds / 2) - t) / 0.01, 0.0, 1.0)
+    wave = sum(np.sin(2 * np.pi * k * hz * t) / k for k in (1, 2, 3))
+    return (0.2 * wave * fade * on).astype(np.float32)
+
+
+@pytest.mark.parametrize("feature", ["spectrogram", "mel"])
+def test_speed_perturbation_matches_rendering_the_sped_up_audio(feature):
+    """The image of a clip played s times as fast, made from the clip's image, against the image of
+    audio that is s times as fast (a tone burst s times higher and 1/s as long): same rows, same frames."""
+    settings = RenderSettings(feature=feature, colormap="gray")
+    speed = SpeedPerturb(settings, 0.1)
+    original = image_to_tensor(render_image(_tone_burst(700.0, 0.4), settings), 1)
+    assert torch.equal(speed.apply(original, 1.0), original)
+    for factor in (0.9, 0.95, 1.1):
+        made = speed.apply(original, factor)[0]
+        rendered = image_to_tensor(render_image(_tone_burst(700.0 * factor, 0.4 / factor), settings), 1)[0]
+        fundamental = int(made[:, 40].argmax()), int(rendered[:, 40].argmax())
+        assert abs(fundamental[0] - fundamental[1]) <= 1, (factor, fundamental)
+        level = made.max() * 0.5
+        made_frames, rendered_frames = (made.max(0).values > level).sum(), (rendered.max(0).values > level).sum()
+        assert abs(int(made_frames) - int(rendered_frames)) <= 1, (factor, made_frames, rendered_frames)
+        # the whole image: much closer to the sped-up clip's than the original image is
+        error, before = (made - rendered).abs().mean(), (original[0] - rendered).abs().mean()
+        assert error < 0.5 * before, (factor, float(error), float(before))
+
+
+def test_speed_perturbation_keeps_colours_and_is_seeded():
+    settings = RenderSettings()  # viridis: the background mix after it reads colours back to levels
+    image = image_to_tensor(render_image(_tone_burst(500.0, 0.5), settings), 3)
+    speed = SpeedPerturb(settings, 0.1)
+    colours = set(map(tuple, image.flatten(1).t().tolist()))
+    factors = set()
+    for seed in range(20):
+        out = speed(image, torch.Generator().manual_seed(seed))
+        assert out.shape == image.shape and torch.equal(out, speed(image, torch.Generator().manual_seed(seed)))
+        assert set(map(tuple, out.flatten(1).t().tolist())) <= colours
+        factors.add(round(1.0 + 0.1 * (2 * float(torch.rand((), generator=torch.Generator().manual_seed(seed),
+                                                                 dtype=torch.float64)) - 1), 3))
+    assert min(factors) < 0.95 and max(factors) > 1.05
+    mfcc = RenderSettings(feature="mfcc")  # rows are not frequencies: time only
+    rows = torch.arange(40.0)[:, None].expand(40, 81)[None]
+    assert torch.equal(SpeedPerturb(mfcc, 0.1).apply(rows, 1.1), rows)
+    with pytest.raises(ValueError, match="speed change"):
+        SpeedPerturb(settings, 0.0)
+
+
+def test_speed_flag_reaches_the_augmentation_and_bad_values_are_usage_errors(small_images, tmp_path, capsys):
+    def augment(*flags: str):
+        return Training(build_parser().parse_args(["--images", str(small_images), "--out", str(tmp_path / "m"),
+                                                   *FAST, *flags])).datasets["train"].augment
+    assert augment().speed is None
+    assert augment("--speed", "0.15").speed.change == 0.15
+    for value in ("-0.1", "0.5"):
+        assert main(["--images", str(small_images), "--out", str(tmp_path / "m"), "--speed", value, *FAST]) == 2
+        assert "--speed is a fraction" in capsys.readouterr().err
 
 
 def test_noise_floor_mixes_in_decibels_and_stays_a_rendered_image(small_images):

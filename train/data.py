@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision.datasets import ImageFolder
@@ -37,6 +38,8 @@ NOISE_TILT_DB = 10.0     # +- dB from the lowest to the highest row: white-ish t
 BACKGROUND_PROBABILITY = 0.8  # share of training images mixed with a real background where the set has a
                               # 'silence' class (--background): Google's trainer mixes 80 %
 BACKGROUND_GAIN_DB = (-10.0, 0.0)  # extra gain of that background, uniform (its crop has its own gain)
+SPEED_CHANGE = 0.0       # speed perturbation, +-this fraction (--speed): off; 0.1 finds more words among
+                         # other words but fires more on hiss and buzz (docs/benchmarks.md, speed perturbation)
 
 
 class DataError(SpecVisionError):
@@ -190,6 +193,57 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return (seed * 1_000_003 + epoch) * 10_000_019 + index
 
 
+class SpeedPerturb:
+    """Play the clip faster or slower by a random factor s in [1 - change, 1 + change], in the image.
+
+    Resampling audio by s (Ko et al.'s speed perturbation, Kaldi's 0.9/1.0/1.1) shortens every sound by
+    s and raises every frequency by s: another speaking rate and another vocal tract on the same take.
+    In a spectrogram that is a gather: output frame x shows source frame c + (x - c) * s (c: the
+    centre) and output row at frequency f shows the source row at f / s, through the image's own row
+    frequencies (linear for spectrogram, mel-spaced for mel; mfcc rows are not frequencies, so only
+    time is stretched there). Nearest rows and frames, so every pixel is still one of the renderer's
+    colours (the palette-based mixes after it stay exact); past an edge the edge frame/row repeats.
+    """
+
+    def __init__(self, settings: RenderSettings, change: float = 0.1):
+        if not 0.0 < change < 1.0:
+            raise ValueError(f"speed change must be in (0, 1), got {change}")
+        self.change = change
+        self.height, self.width = settings.image_size
+        self.row_hz = row_frequencies(settings)  # bottom row first, or None (mfcc)
+
+    def __call__(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        draw = float(torch.rand((), generator=generator, dtype=torch.float64))
+        return self.apply(image, 1.0 + self.change * (2.0 * draw - 1.0))
+
+    def apply(self, image: torch.Tensor, factor: float) -> torch.Tensor:
+        """The CxHxW image of the same clip played `factor` times as fast."""
+        centre = (self.width - 1) / 2.0
+        frames = torch.arange(self.width, dtype=torch.float64).sub_(centre).mul_(factor).add_(centre)
+        frames = frames.round_().clamp_(0, self.width - 1).long()
+        image = image.index_select(2, frames)
+        if self.row_hz is not None:
+            # source row (bottom = 0) of each output row: where its frequency / factor lies
+            source = torch.from_numpy(np.interp(self.row_hz / factor, self.row_hz, np.arange(self.height)))
+            rows = (self.height - 1) - source.round_().long().flip(0)  # top row = highest frequency
+            image = image.index_select(1, rows)
+        return image
+
+    def __repr__(self) -> str:
+        return f"speed x{1 - self.change:.2f}..{1 + self.change:.2f}"
+
+
+def row_frequencies(settings: RenderSettings) -> np.ndarray | None:
+    """Centre frequency in Hz of each image row, lowest (the bottom row) first; None for mfcc."""
+    if settings.feature == "spectrogram":
+        return np.arange(settings.n_fft // 2 + 1) * (settings.sample_rate / settings.n_fft)
+    if settings.feature == "mel":  # torchaudio MelSpectrogram's defaults: HTK scale, 0 .. Nyquist
+        top = 2595.0 * np.log10(1.0 + (settings.sample_rate / 2) / 700.0)
+        mels = np.linspace(0.0, top, settings.n_mels + 2)[1:-1]
+        return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+    return None
+
+
 class NoiseFloor:
     """Add stationary background noise to a spectrogram image, in decibels, as the microphone would.
 
@@ -315,7 +369,8 @@ class BackgroundMix:
 
 
 class SpecAugment:
-    """Background noise (optional), random time shift, SpecAugment time and frequency masks. Never flips.
+    """Speed perturbation and background noise (optional), random time shift, SpecAugment time and
+    frequency masks. Never flips.
 
     The time shift moves the frames along x; the part pushed over one edge is dropped (a word cut off,
     as in real clips) and the frames entering at the other edge are copies of the image's own quietest
@@ -328,14 +383,16 @@ class SpecAugment:
     def __init__(self, max_shift: float = MAX_TIME_SHIFT, time_masks: int = TIME_MASKS,
                  max_time_mask: float = MAX_TIME_MASK, freq_masks: int = FREQ_MASKS,
                  max_freq_mask: float = MAX_FREQ_MASK, noise: NoiseFloor | None = None,
-                 background: BackgroundMix | None = None):
+                 background: BackgroundMix | None = None, speed: SpeedPerturb | None = None):
         self.max_shift = max_shift
         self.time_masks, self.max_time_mask = time_masks, max_time_mask
         self.freq_masks, self.max_freq_mask = freq_masks, max_freq_mask
-        self.noise, self.background = noise, background
+        self.noise, self.background, self.speed = noise, background, speed
 
     def __call__(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         _, height, width = image.shape
+        if self.speed is not None:  # first: the speaker's rate and pitch change, not the room's
+            image = self.speed(image, generator)
         if self.noise is not None:
             image = self.noise(image, generator)
         if self.background is not None:
@@ -374,6 +431,8 @@ class SpecAugment:
     def __repr__(self) -> str:
         noise = (f"noise floor {self.noise.floor_db[0]:.0f}..{self.noise.floor_db[1]:.0f} dB on "
                  f"{self.noise.probability:.0%}, " if self.noise is not None else "")
+        if self.speed is not None:
+            noise = f"{self.speed}, " + noise
         if self.background is not None:
             noise += (f"background mix {self.background.gain_db[0]:.0f}..{self.background.gain_db[1]:.0f} dB on "
                       f"{self.background.probability:.0%} ({len(self.background.indices)} images), ")

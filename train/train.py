@@ -37,8 +37,8 @@ from train import balance
 from train.checkpoint import (STATE_FILE, atomic_torch_save, cpu_state_dict, load_train_state,
                               make_checkpoint, resume_config, save_train_state)
 from train.engine import exponential_average, score_loader, train_one_epoch
-from train.data import (BACKGROUND_PROBABILITY, NOISE_PROBABILITY, BackgroundMix, DataError, NoiseFloor,
-                        SpecAugment, Unaugmented, build_datasets)
+from train.data import (BACKGROUND_PROBABILITY, NOISE_PROBABILITY, SPEED_CHANGE, BackgroundMix, DataError,
+                        NoiseFloor, SpecAugment, SpeedPerturb, Unaugmented, build_datasets)
 from train.metrics import (classification_report, format_confusion, plot_confusion, plot_curves,
                            write_json_atomic)
 from train.models import ARCHITECTURES, DEFAULT_ARCH, build_model, load_pretrained
@@ -129,7 +129,8 @@ class Training:
         background_share = args.background if asked else BACKGROUND_PROBABILITY
         if asked and background_share > 0 and self.settings.feature == "mfcc":
             raise DataError("--background mixes decibel images; mfcc images are not (use 0)")
-        augment = SpecAugment(noise=noise) if args.augment else None
+        speed = SpeedPerturb(self.settings, args.speed) if args.speed > 0 else None
+        augment = SpecAugment(noise=noise, speed=speed) if args.augment else None
         self.datasets = build_datasets(args.images, self.settings, augment=augment, cache=args.cache,
                                        seed=args.seed, progress=self.progress,
                                        skip_bad=args.skip_bad_images)
@@ -385,6 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--noise", type=float, default=NOISE_PROBABILITY, metavar="P",
                         help="share of training images mixed with a random background-noise floor, in dB "
                              "(spectrogram and mel images; 0: off) (default: %(default)s)")
+    parser.add_argument("--speed", type=float, default=SPEED_CHANGE, metavar="C",
+                        help="speed perturbation: play each training image at a random 1-C..1+C times its "
+                             "speed (shorter and higher, or longer and lower: other speaking rates and "
+                             "voices; 0: off) (default: %(default)s)")
     parser.add_argument("--background", type=float, default=None, metavar="P",
                         help=f"share of training images mixed with a random training image of the class "
                              f"'{SILENCE}' (real background noise), their powers added, as if recorded over "
@@ -429,6 +434,9 @@ def main(argv=None) -> int:
         if getattr(args, name) is not None and not 0.0 <= getattr(args, name) <= 1.0:
             print(f"error: --{name} is a share of the training images, from 0 to 1", file=sys.stderr)
             return 2
+    if not 0.0 <= args.speed < 0.5:
+        print("error: --speed is a fraction of the speed, from 0 (off) to below 0.5", file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     training = None
