@@ -161,8 +161,12 @@ def speechcommands_clips(root: str | Path, words: list[str], version: str = "v0.
                          lists_dir: str | Path | None = None) -> list[Clip]:
     """An extracted Speech Commands copy: `root/<word>/*.wav` plus the official split lists.
 
-    Clips named in validation_list.txt go to 'val', in testing_list.txt to 'test', the rest to
-    'train' (as the dataset's README prescribes). `lists_dir` defaults to `root`.
+    Clips named in validation_list.txt go to 'val', in testing_list.txt to 'test'. A clip in neither
+    list goes where the dataset's own rule puts its speaker (official_which_set): in a complete
+    copy that is 'train', as the README prescribes, but copies cut from another version (TensorFlow's
+    mini_speech_commands came from v0.01) hold clips the lists do not name whose speakers are
+    validation or test speakers, and calling those 'train' would put a test speaker in training.
+    `lists_dir` defaults to `root`.
     """
     root = Path(root).resolve()
     lists = Path(lists_dir).resolve() if lists_dir else root
@@ -183,7 +187,8 @@ def speechcommands_clips(root: str | Path, words: list[str], version: str = "v0.
             raise SourceError(f"{root}: no folder for the word {word!r}")
         for path in _audio_files(root / word):
             source = f"{word}/{path.name}"
-            split = "val" if source in val_list else "test" if source in test_list else "train"
+            split = ("val" if source in val_list else "test" if source in test_list
+                     else OFFICIAL_SETS[official_which_set(path.name)])
             clips.append(Clip(source, word, split, path))
     if not clips:
         raise SourceError(f"{root}: no clips for the words {words}")

@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 REAL_DATA = SHARED_DATA / "speech_commands_real"
 OTHER_WORDS = SHARED_DATA / "speech_commands_other_words"
+MORE_WORDS = SHARED_DATA / "speech_commands_more"
 REQUIRE_ENV = "SPECVISION_REQUIRE_REAL_DATA"
 
 # Tests run on 2 cores next to each other: keep torch from oversubscribing them.
@@ -41,7 +42,7 @@ def pytest_collection_modifyitems(config, items):
     and every test that needs a trained model `slow`, so `-m "not slow"` never trains one."""
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
-        if {"real_data", "other_words"} & names:
+        if {"real_data", "other_words", "more_words"} & names:
             item.add_marker(pytest.mark.real_data)
         if TRAINED_MODELS & names:
             item.add_marker(pytest.mark.slow)
@@ -85,6 +86,13 @@ def real_data() -> Path:
 def other_words() -> Path:
     """../shared/data/speech_commands_other_words: 2,154 real bed/cat/happy clips, the same speakers."""
     return shared_folder(OTHER_WORDS, "bed")
+
+
+@pytest.fixture(scope="session")
+def more_words() -> Path:
+    """../shared/data/speech_commands_more: 1,560 more yes/no (mostly train/validation speakers) and
+    500 clips each of down, left, right, stop, up; the same people as the other two folders."""
+    return shared_folder(MORE_WORDS, "up")
 
 
 @pytest.fixture(scope="session")

@@ -130,18 +130,36 @@ def test_speechcommands_source_puts_every_real_clip_in_test(real_data, tmp_path)
 
 
 def test_speechcommands_v001_lists_and_words(real_data, tmp_path):
-    """--version v0.01 with its own lists; splits are exactly what the list files say."""
+    """--version v0.01 with its own lists: the listed clips where the list files say, the others
+    (v0.02 speakers that v0.01 never listed) where the dataset's own rule puts their speaker."""
     lists = real_data / "lists_v0.01"
     val = set((lists / "validation_list.txt").read_text().split())
     test = set((lists / "testing_list.txt").read_text().split())
     clips = sources.speechcommands_clips(real_data, ["no"], "v0.01", lists)
     assert len(clips) == 391
     for clip in clips:
-        assert clip.split == ("val" if clip.source in val else "test" if clip.source in test else "train")
+        rule = sources.OFFICIAL_SETS[sources.official_which_set(clip.source)]
+        assert clip.split == ("val" if clip.source in val else "test" if clip.source in test else rule)
     with pytest.raises(sources.SourceError, match="not Speech Commands v0.01 words"):
         sources.speechcommands_clips(real_data, ["yes", "forward"], "v0.01")
     with pytest.raises(sources.SourceError, match="no folder for the word 'left'"):
         sources.speechcommands_clips(real_data, ["left"])
+
+
+def test_clips_the_lists_do_not_name_follow_the_datasets_own_rule(real_data, more_words):
+    """speech_commands_more is cut from v0.01: some of its clips are in neither v0.02 list, and their
+    speakers are validation or test speakers by the dataset's rule (the manifest's hash_split)."""
+    import csv
+    rows = {r["path"]: r["hash_split"] for r in csv.DictReader(open(more_words / "manifest.csv"))}
+    listed = set((real_data / "validation_list.txt").read_text().split())
+    listed |= set((real_data / "testing_list.txt").read_text().split())
+    clips = sources.speechcommands_clips(more_words, ["yes", "no", "up", "down", "left", "right", "stop"],
+                                         "v0.02", real_data)
+    assert len(clips) == len(rows) == 4060
+    assert [c.split for c in clips] == [{"validation": "val", "testing": "test"}.get(rows[c.source], "train")
+                                        for c in clips]
+    unlisted = [c for c in clips if c.source not in listed]
+    assert sum(c.split != "train" for c in unlisted) > 50  # the case the lists alone would get wrong
 
 
 def test_bad_options_exit_2_with_a_message(tmp_path, capsys):

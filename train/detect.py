@@ -366,6 +366,10 @@ class Scan:
     window_active: np.ndarray | None
     detections: list[Detection]
     threshold: float
+    frames_active: np.ndarray | None = None  # the gate's active frames (None: no gate)
+    levels_db: np.ndarray | None = None      # frame levels, for the words' times
+    refractory_s: float = DEFAULT_REFRACTORY_S
+    targets: tuple | None = None             # the labels reported (None: every class)
 
     @property
     def duration_s(self) -> float:
@@ -431,7 +435,15 @@ def scan(predictor: Predictor, path: str, wave, hop_s: float | None = None,
     found = find_detections(starts_s, smoothed, predictor.classes, window_s, threshold, refractory_s,
                             window_active, frames, levels, targets=predictor.targets)
     return Scan(path, feeder.envelope(), feeder.envelope_step, feeder.total, rate, window_s, starts_s,
-                probs, smoothed, window_active, found, threshold)
+                probs, smoothed, window_active, found, threshold, frames, levels, refractory_s,
+                tuple(predictor.targets))
+
+
+def redetect(scan: Scan, classes: list[str], threshold: float) -> list[Detection]:
+    """The detections `scan` would have made at another threshold (the posteriors stay: a threshold
+    sweep costs no second pass of the model)."""
+    return find_detections(scan.starts_s, scan.smoothed, classes, scan.window_s, threshold, scan.refractory_s,
+                           scan.window_active, scan.frames_active, scan.levels_db, targets=scan.targets)
 
 
 def scan_file(predictor: Predictor, path: str | os.PathLike, max_seconds: float = MAX_AUDIO_SECONDS,

@@ -1,38 +1,38 @@
 """python -m train.openset: does the model say "neither" when it should? The open-set benchmark.
 
-In one run, on one speaker-disjoint split of the real clips (yes/no and other words, the speakers of
-both folders split together), it trains
+On speaker-disjoint folds of any number of real class folders (`--data DIR ...`: `--words` are the
+targets, every other class folder a non-target word, `_background_noise_` background recordings;
+train/folds.py: a speaker is on one side in all folders, and each fold holds some non-target words
+out of training altogether), it trains
 
-    closed   yes / no                            (what `python -m train` did before)
-    open     yes / no / unknown / silence        (unknown: other words; silence: noise crops)
+    closed   the target words only                    (what `python -m train` does on them)
+    open     targets / unknown / silence              (unknown: the seen other words, real, plus
+                                                       --synthetic-unknown eSpeak NG words; silence:
+                                                       noise crops and generated non-speech)
 
 with the default recipe, keeps them as OUT/closed/model.pt and OUT/open/model.pt (fold k > 0:
 OUT/fold<k>/...), and scores both on test material only:
 
-    target_acc                 yes/no clips of the test speakers labelled correctly
-    false_accept_rate          other-word clips of the test speakers labelled yes or no
-    noise_false_accept_rate    1 s crops of the test regions of the background recordings labelled yes/no
-    nonspeech_false_accept_rate  generated non-speech (preprocess/nonspeech.py: tones, chords, chirps,
-                               clicks, ...) labelled yes/no; a seed and split no training set uses
-    nonspeech_false_accepts_per_hour  detections when scanning those clips laid with pauses over test noise
-    false_accepts_per_hour     detections when scanning a >= --long-minutes recording made only of
-                               test material (other-word clips over test noise at varied gains, pauses)
-    scan_recall                share of the yes/no test clips found with their label when laid into
-                               such a recording
+    target_acc                      target clips of the test speakers labelled correctly
+    false_accept_rate               seen other words' test clips labelled as a target
+    unseen_word_false_accept_rate   held-out words' test clips (never in training) labelled as a target
+    noise_false_accept_rate         1 s crops of the test regions of the background recordings
+    nonspeech_false_accept_rate     generated non-speech (tones, chords, chirps, clicks, ...)
+    false_accepts_per_hour          detections when scanning a --negative-hours recording of test
+                                    material only: never-seen words, non-speech, noise, pauses
+    scan_recall                     targets found with their label when laid into a recording
+    frr_at_fa_per_hour              false rejects at 0.5 / 1 / 2 false accepts an hour, the threshold
+                                    swept over the same two scans (train/det_curve.py: the DET curve)
 
-`--folds K` repeats it over K speaker-disjoint folds (each fold's speakers are the test side once)
-and reports means; `--synthetic N` trains both models on N eSpeak NG clips per class instead (no
-recorded speech in training; the background recordings' train regions are used) and scores them on
-the same real test material; `--score-only DIR` trains nothing and scores again the models a run with
-`--out DIR` kept (with `--hop`, `--smooth`, `--threshold`: at other scanner settings). Missed scan
-clips are counted by the stage that lost them (`scan_misses`). The last
-line is one JSON object: {"closed": {...}, "open": {...}, ...}.
+`--folds K` repeats it over K folds (each speaker tested once, each non-target word held out once)
+and reports means (the DET figures pooled over folds); `--synthetic N` trains both models on N
+eSpeak NG clips per class instead (no recorded speech in training) and scores them on the same real
+test material; `--score-only DIR` trains nothing and scores again the models a run with `--out DIR`
+kept. The last line is one JSON object: {"closed": {...}, "open": {...}, ...}.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import hashlib
 import json
 import shutil
 import sys
@@ -47,66 +47,21 @@ from tqdm import tqdm
 from preprocess import cli, nonspeech, openworld, sources
 from preprocess import prepare as prepare_cli
 from preprocess import synth as synth_cli
-from preprocess.render import RenderSettings, load_audio, prepare_waveform
-from train import detect
+from preprocess.render import load_audio
+from train import det_curve, detect, folds, recordings
 from train import train as train_cli
+from train.folds import Material
 from train.predict import Predictor
 
-REAL = Path("../shared/data/speech_commands_real")
-OTHER = Path("../shared/data/speech_commands_other_words")
 TARGETS = ["yes", "no"]
-FOLD_SALT = b"specvision-openset-fold-v1:"
-VAL_SALT = b"specvision-openset-val-v1:"
-SINGLE_TEST_PCT = 20.0      # --folds 1: test speakers (one fold of five)
-VAL_PCT = 12.5              # of the non-test speakers: validation (early stopping)
 UNKNOWN_PCT = 25.0          # open model: shares of each split (balanced: one class in four each)
 SILENCE_PCT = 25.0
+SYNTHETIC_UNKNOWN = 300     # eSpeak NG clips of other words added to the unknown class (docs/benchmarks.md)
 NOISE_CROPS = 300           # test noise crops scored per fold
 NONSPEECH_CLIPS = 300       # generated non-speech clips scored per fold
-LONG_MINUTES = 10.0
-WORD_GAP_S = (1.0, 4.0)     # long recordings: pause between words
-WORD_GAIN_DB = (-12.0, 0.0)    # level of a laid word re. its recording
-NOISE_GAIN_DB = (-40.0, -5.0)  # level of a background stretch re. its recording
-PAUSE_SHARE = 0.25          # share of background stretches that are near-silence instead of noise
-MATCH_SLACK_S = 0.3         # a detection belongs to a laid clip if its time is within the clip +- this
-SAMPLE_RATE = 16000
-SYNTH_EXCLUDE = ["bed", "cat", "happy"]  # the real other words scored here: unheard by synthetic models
-
-
-# ---------------------------------------------------------------- speaker folds
-
-def _percent(salt: bytes, key: str) -> float:
-    return int.from_bytes(hashlib.sha256(salt + key.encode()).digest()[:8], "big") / 2 ** 64 * 100.0
-
-
-def split_of(key: str, fold: int, folds: int) -> str:
-    """Split of a speaker (or noise chunk) in fold `fold`: test if its hash falls in the fold's band."""
-    p = _percent(FOLD_SALT, key)
-    width = SINGLE_TEST_PCT if folds == 1 else 100.0 / folds
-    if fold * width <= p < (fold + 1) * width:
-        return "test"
-    return "val" if _percent(VAL_SALT, key) < VAL_PCT else "train"
-
-
-@dataclasses.dataclass
-class Material:
-    """One fold's clips per split: targets {split: [(word, path)]}, other words, noise regions."""
-    targets: dict
-    others: dict
-    regions: list
-
-
-def real_material(real: Path, other: Path, fold: int, folds: int) -> Material:
-    targets = {s: [] for s in sources.SPLITS}
-    others = {s: [] for s in sources.SPLITS}
-    for root, words, into in ((real, TARGETS, targets), (other, None, others)):
-        for clip in sources.folder_clips(root, words):
-            if words is None and clip.label in TARGETS:
-                continue
-            into[split_of(sources.group_id(clip.path.name), fold, folds)].append((clip.label, clip.path))
-    noise, _ = openworld.noise_files([real / openworld.NOISE_FOLDER])
-    regions = openworld.noise_regions(noise, lambda key: split_of(key, fold, folds))
-    return Material(targets, others, regions)
+NEGATIVE_HOURS = 2.0        # resolves 0.5 false accepts an hour (one in the whole recording)
+SAMPLE_RATE = recordings.SAMPLE_RATE
+VAL_PCT = folds.VAL_PCT
 
 
 # ---------------------------------------------------------------- training data
@@ -118,17 +73,34 @@ def _link(path: Path, into: Path, name: str) -> None:
         link.symlink_to(path.resolve())
 
 
-def build_audio(material: Material, folder: Path, seed: int, synthetic: Path | None) -> None:
+def synth_clips(folder: Path, targets: list[str], split: str | None = None) -> tuple[list, list]:
+    """(target clips, other-word clips) of a preprocess.synth folder as (word, path), by split."""
+    found = ([], [])
+    for clip in sources.folder_clips(folder, None, val_pct=VAL_PCT, test_pct=0):
+        if split is None or clip.split == split:
+            found[clip.label not in targets].append((clip.label, clip.path, clip.split))
+    return found
+
+
+def build_audio(material: Material, folder: Path, seed: int, targets_words: list[str],
+                synthetic: Path | None, synthetic_unknown: Path | None) -> None:
     """folder/<train|val|test>/<class>/ (links and noise crops): the open model's data; the closed one
-    uses its yes/no folders. Synthetic: train/val come from the synth folder, test stays real."""
+    uses its target folders. `synthetic`: train/val come from that synth folder, test stays real.
+    `synthetic_unknown`: that synth folder's other words join the unknown candidates of train/val."""
     shutil.rmtree(folder, ignore_errors=True)
     targets = {s: list(v) for s, v in material.targets.items()}
     others = {s: list(v) for s, v in material.others.items()}
     if synthetic is not None:
         for split in ("train", "val"):
             targets[split], others[split] = [], []
-        for clip in sources.folder_clips(synthetic, None, val_pct=VAL_PCT, test_pct=0):
-            (targets if clip.label in TARGETS else others)[clip.split].append((clip.label, clip.path))
+        made_targets, made_others = synth_clips(synthetic, targets_words)
+        for word, path, split in made_targets:
+            targets[split].append((word, path))
+        for word, path, split in made_others:
+            others[split].append((word, path))
+    if synthetic_unknown is not None:
+        for word, path, split in synth_clips(synthetic_unknown, targets_words)[1]:
+            others[split].append((f"synth-{word}", path))
     for split in sources.SPLITS:
         for word, path in targets[split]:
             _link(path, folder / split / word, path.name)
@@ -170,53 +142,13 @@ def classify(predictor: Predictor, waves: list[np.ndarray]) -> list[str]:
 def test_noise_crops(material: Material, count: int, seed: int) -> list[np.ndarray]:
     crops, _ = openworld.plan_crops(material.regions, {"train": 0, "val": 0, "test": count}, seed + 7919,
                                     digital_pct=0.0, nonspeech_pct=0.0)
-    return [to_16k(*c.samples()) for c in crops]
+    return [recordings.to_16k(*c.samples()) for c in crops]
 
 
-def to_16k(wave: np.ndarray, rate: int) -> np.ndarray:
-    return prepare_waveform(wave, rate, RenderSettings(sample_rate=SAMPLE_RATE), fit=False)
-
-
-def background(material: Material, seconds: float, rng: np.random.Generator) -> np.ndarray:
-    """Test-region noise stretches (2-10 s) at varied gains and near-silent pauses, 50 ms fades."""
-    test_regions = [r for r in material.regions if r.split == "test"]
-    pieces, total = [], 0
-    while total < seconds * SAMPLE_RATE:
-        length = rng.uniform(2.0, 10.0)
-        if rng.random() < PAUSE_SHARE or not test_regions:
-            piece = rng.standard_normal(int(length * SAMPLE_RATE)).astype(np.float32) * np.float32(1e-4)
-        else:
-            region = test_regions[int(rng.integers(len(test_regions)))]
-            frames = min(region.end - region.start, int(length * region.rate))
-            start = region.start + int(rng.integers(0, region.end - region.start - frames + 1))
-            data, rate = sf.read(str(region.path), start=start, frames=frames, dtype="float32", always_2d=True)
-            piece = to_16k(data.mean(axis=1), rate) * np.float32(10 ** (rng.uniform(*NOISE_GAIN_DB) / 20))
-        fade = min(len(piece) // 2, SAMPLE_RATE // 20)  # no clicks where pieces meet
-        if fade:
-            ramp = np.linspace(0, 1, fade, dtype=np.float32)
-            piece[:fade] *= ramp
-            piece[-fade:] *= ramp[::-1]
-        pieces.append(piece)
-        total += len(piece)
-    return np.concatenate(pieces)
-
-
-def long_recording(material: Material, words: list[tuple[str, np.ndarray]], minutes: float, seed: int
-                   ) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
-    """Every word of `words` laid once, in order, with 1-4 s pauses, into test background (and more
-    background to reach `minutes`); -> (waveform at 16 kHz, [(word, start_s, end_s)] per laid clip)."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x10C6]))
-    laid, position = [], rng.uniform(*WORD_GAP_S)
-    for word, wave in words:
-        laid.append((word, position, position + len(wave) / SAMPLE_RATE))
-        position = laid[-1][2] + rng.uniform(*WORD_GAP_S)
-    total = max(minutes * 60, position)
-    bed = background(material, total, rng)[:int(total * SAMPLE_RATE)]
-    for (word, start, _), (_, wave) in zip(laid, words):
-        first = int(round(start * SAMPLE_RATE))
-        piece = wave[:len(bed) - first] * np.float32(10 ** (rng.uniform(*WORD_GAIN_DB) / 20))
-        bed[first:first + len(piece)] += piece
-    return np.clip(bed, -1.0, 1.0), laid
+def scored_nonspeech(seed: int) -> list[np.ndarray]:
+    """The generated non-speech clips scored (the training sets' are nonspeech.clip(seed, split, i):
+    here another seed, so never the same clips)."""
+    return [nonspeech.clip(seed + 7919, "test", i)[0] for i in range(NONSPEECH_CLIPS)]
 
 
 def scanner_settings(predictor: Predictor, scanner: dict | None) -> dict:
@@ -225,27 +157,28 @@ def scanner_settings(predictor: Predictor, scanner: dict | None) -> dict:
             "threshold": detect.DEFAULT_THRESHOLD, **{k: v for k, v in (scanner or {}).items() if v is not None}}
 
 
-def scan_scores(predictor: Predictor, material: Material, minutes: float, seed: int, gate_db: float,
-                scanner: dict | None = None) -> dict:
-    """False accepts per hour and scan recall; `scanner`: detect.scan's hop_s / smooth_s / threshold
-    where given (else the model's defaults); the settings used are part of the result."""
+def scan_scores(predictor: Predictor, material: Material, negatives: list, hours: float, seed: int,
+                scanner: dict | None = None) -> tuple[dict, dict]:
+    """Two scans: `hours` of test material with no target in it (`negatives`: (word, wave) clips laid
+    in turn over test background) and the test targets laid between negatives; -> (false accepts per
+    hour and scan recall at the scanner's threshold, the DET sweep of both scans)."""
     scanner = scanner_settings(predictor, scanner)
-    settings = predictor.settings
-    others = [(w, load_audio(p, settings)) for w, p in material.others["test"]]
-    targets = [(w, load_audio(p, settings)) for w, p in material.targets["test"]]
-    quiet, _ = long_recording(material, others, minutes, seed)  # every test other word, once
-    found = detect.scan(predictor, "long-others", quiet, gate_db=gate_db, **scanner).detections
-    hours = len(quiet) / SAMPLE_RATE / 3600
-    mixed_words = [x for pair in zip(targets, others) for x in pair] + targets[len(others):]
-    mixed, laid = long_recording(material, mixed_words, 0.0, seed + 1)  # each target, between other words
-    scan = detect.scan(predictor, "long-targets", mixed, gate_db=gate_db, **scanner)
-    laid_targets = [(w, a, b) for w, a, b in laid if w in TARGETS]
-    misses = scan_misses(scan, predictor.classes, laid_targets)
+    negative = detect.scan(predictor, "negative", recordings.negative_blocks(material, negatives, hours, seed),
+                           estimate=int(hours * 3600 * SAMPLE_RATE), **scanner)
+    targets = [(w, load_audio(p, predictor.settings)) for w, p in material.targets["test"]]
+    words = [(w, x) for w, x in negatives if w != "nonspeech"]
+    mixed_words = [x for pair in zip(targets, words) for x in pair] + targets[len(words):]
+    mixed, laid = recordings.long_recording(material, mixed_words, 0.0, seed + 1)
+    positive = detect.scan(predictor, "positive", mixed, **scanner)
+    laid_targets = [(w, a, b) for w, a, b in laid if w in predictor.targets]
+    misses = scan_misses(positive, predictor.classes, laid_targets)
     recalled = len(laid_targets) - sum(misses.values())
-    return {"false_accepts": len(found), "long_minutes": round(hours * 60, 2),
-            "false_accepts_per_hour": round(len(found) / hours, 2),
-            "scan_recall": round(recalled / max(1, len(laid_targets)), 4), "scan_targets": len(laid_targets),
-            "scan_misses": misses, "gate_db": gate_db, **scanner}
+    hours = negative.duration_s / 3600
+    return ({"false_accepts": len(negative.detections), "negative_hours": round(hours, 3),
+             "false_accepts_per_hour": round(len(negative.detections) / hours, 3),
+             "scan_recall": round(recalled / max(1, len(laid_targets)), 4), "scan_targets": len(laid_targets),
+             "scan_misses": misses, **scanner},
+            det_curve.sweep(negative, positive, predictor.classes, laid_targets))
 
 
 def scan_misses(scan, classes: list[str], laid: list[tuple[str, float, float]]) -> dict:
@@ -255,8 +188,7 @@ def scan_misses(scan, classes: list[str], laid: list[tuple[str, float, float]]) 
     'detection' (it does, yet no detection matches: refractory, a neighbour, the matching slack)."""
     misses = dict.fromkeys(("model", "gate", "smoothing", "detection"), 0)
     for word, start, end in laid:
-        if any(d.label == word and start - MATCH_SLACK_S <= d.time <= end + MATCH_SLACK_S
-               for d in scan.detections):
+        if det_curve.found(scan.detections, word, start, end):
             continue
         k = classes.index(word)
         over = (scan.starts_s < end) & (scan.starts_s + scan.window_s > start)
@@ -272,76 +204,69 @@ def scan_misses(scan, classes: list[str], laid: list[tuple[str, float, float]]) 
     return misses
 
 
-def scored_nonspeech(seed: int) -> list[np.ndarray]:
-    """The generated non-speech clips scored (the training sets' are nonspeech.clip(seed, split, i):
-    here another seed, so never the same clips)."""
-    return [nonspeech.clip(seed + 7919, "test", i)[0] for i in range(NONSPEECH_CLIPS)]
-
-
-def nonspeech_scan(predictor: Predictor, material: Material, clips: list[np.ndarray], seed: int,
-                   gate_db: float, scanner: dict | None = None) -> dict:
-    """False accepts per hour on a recording of the scored non-speech clips, each laid once with 1-4 s
-    pauses over test background (music, beeps and clicks between the words of a real room)."""
-    scanner = scanner_settings(predictor, scanner)
-    wave, _ = long_recording(material, [("nonspeech", w) for w in clips], 0.0, seed + 31)
-    found = detect.scan(predictor, "long-nonspeech", wave, gate_db=gate_db, **scanner).detections
-    hours = len(wave) / SAMPLE_RATE / 3600
-    return {"nonspeech_false_accepts_per_hour": round(len(found) / hours, 2),
-            "nonspeech_minutes": round(hours * 60, 2)}
-
-
-def score(model_path: Path, material: Material, minutes: float, seed: int, compare_gates: bool,
-          scanner: dict | None = None) -> dict:
-    """Every figure for one model; the scans use the model's default energy gate (with
-    compare_gates, both gate settings are scanned and reported under 'gate_variants')."""
+def score(model_path: Path, material: Material, hours: float, seed: int, scanner: dict | None = None
+          ) -> tuple[dict, dict]:
+    """Every figure for one model, and its DET sweep."""
     predictor = Predictor(model_path)
     torch.set_num_threads(1)
     settings = predictor.settings
     targets = material.targets["test"]
     labels = classify(predictor, [load_audio(p, settings) for _, p in targets])
-    other_labels = classify(predictor, [load_audio(p, settings) for _, p in material.others["test"]])
-    noise_labels = classify(predictor, test_noise_crops(material, NOISE_CROPS, seed))
+    seen = [(w, load_audio(p, settings)) for w, p in material.others["test"]]
+    unseen = [(w, load_audio(p, settings)) for w, p in material.unseen]
     nonspeech_clips = scored_nonspeech(seed)
-    nonspeech_labels = classify(predictor, nonspeech_clips)
 
-    def accept_rate(answers: list[str]) -> float:
-        return round(float(np.mean([lab in predictor.targets for lab in answers])), 4)
+    def accept_rate(waves: list[np.ndarray]) -> float | None:
+        answers = classify(predictor, waves)
+        return round(float(np.mean([lab in predictor.targets for lab in answers])), 4) if answers else None
 
     result = {
         "target_acc": round(float(np.mean([lab == w for lab, (w, _) in zip(labels, targets)])), 4),
-        "false_accept_rate": accept_rate(other_labels),
-        "noise_false_accept_rate": accept_rate(noise_labels),
-        "nonspeech_false_accept_rate": accept_rate(nonspeech_labels),
-        "test_targets": len(targets), "test_other_words": len(other_labels), "test_noise_crops": len(noise_labels),
+        "false_accept_rate": accept_rate([x for _, x in seen]),
+        "unseen_word_false_accept_rate": accept_rate([x for _, x in unseen]),
+        "noise_false_accept_rate": accept_rate(test_noise_crops(material, NOISE_CROPS, seed)),
+        "nonspeech_false_accept_rate": accept_rate(nonspeech_clips),
+        "unseen_words": {w: accept_rate([x for v, x in unseen if v == w]) for w in material.held_out},
+        "test_targets": len(targets), "test_seen_words": len(seen), "test_unseen_words": len(unseen),
     }
-    default = predictor.default_gate_db()
-    gates = sorted({default, 0.0, detect.ACTIVITY_MARGIN_DB}) if compare_gates else [default]
-    scans = {gate: scan_scores(predictor, material, minutes, seed, gate, scanner) for gate in gates}
-    result.update(scans[default])
-    result.update(nonspeech_scan(predictor, material, nonspeech_clips, seed, default, scanner))
-    if compare_gates:
-        result["gate_variants"] = list(scans.values())
-    return result
+    negatives = (unseen or seen) + [("nonspeech", x) for x in nonspeech_clips]
+    scans, curve = scan_scores(predictor, material, negatives, hours, seed, scanner)
+    result.update(scans)
+    result["frr_at_fa_per_hour"] = det_curve.frr_at(curve)
+    return result, curve
 
 
 # ---------------------------------------------------------------- one fold
 
+def fold_folder(root: Path, fold: int) -> Path:
+    return root if fold == 0 else root / f"fold{fold}"
+
+
+def synthesize(args, material: Material, work: Path, per_word: int, unknown: int, name: str) -> Path:
+    """preprocess.synth into work/name: the targets and `unknown` other words (none of the --data
+    words: those stay real, and the held-out ones never heard), over the fold's train noise."""
+    out = work / name
+    noise = write_train_noise(material, work / "train_noise")
+    code = synth_cli.main(["--words", *args.words, "--per-word", str(per_word), "--unknown", str(unknown),
+                           "--unknown-exclude", *args.corpus.words, "--out", str(out), "--seed", str(args.seed),
+                           "--noise-dir", str(noise), "--workers", str(args.workers), "--quiet"])
+    if code:
+        raise SystemExit(f"synth failed (exit {code})")
+    return out
+
+
 def run_fold(args, fold: int) -> dict:
-    folder = args.out if fold == 0 else args.out / f"fold{fold}"
+    folder = fold_folder(args.out, fold)
     work = folder / "work"
-    material = real_material(args.real, args.other, fold, args.folds)
-    synthetic = None
+    material = folds.fold_material(args.corpus, fold, args.folds)
+    synthetic = synthetic_unknown = None
     if args.synthetic:
-        synthetic = work / "synth"
-        noise = write_train_noise(material, work / "train_noise")
-        code = synth_cli.main(["--words", *TARGETS, "--per-word", str(args.synthetic), "--unknown",
-                               str(args.synthetic), "--unknown-exclude", *SYNTH_EXCLUDE, "--out",
-                               str(synthetic), "--seed", str(args.seed), "--noise-dir", str(noise),
-                               "--workers", str(args.workers), "--quiet"])
-        if code:
-            raise SystemExit(f"synth failed (exit {code})")
-    build_audio(material, work / "audio", args.seed, synthetic)
-    for name, words in (("closed", TARGETS), ("open", None)):
+        synthetic = synthesize(args, material, work, args.synthetic, args.synthetic, "synth")
+    elif args.synthetic_unknown:
+        synthetic_unknown = synthesize(args, material, work, args.synthetic_unknown, args.synthetic_unknown,
+                                       "synth_unknown")
+    build_audio(material, work / "audio", args.seed, args.words, synthetic, synthetic_unknown)
+    for name, words in (("closed", args.words), ("open", None)):
         images = work / f"images_{name}"
         argv = ["--source", "folder", "--root", str(work / "audio"), "--out", str(images), "--force",
                 "--workers", str(args.workers), "--quiet"]
@@ -357,57 +282,88 @@ def run_fold(args, fold: int) -> dict:
 
 
 def score_fold(args, fold: int, folder: Path, material: Material) -> dict:
-    """Both models of one fold (folder/closed, folder/open), scored on the fold's test material."""
-    results = {}
+    """Both models of one fold (folder/closed, folder/open), scored on the fold's test material;
+    each model's DET sweep is kept beside it (det.json)."""
+    results = {"held_out_words": material.held_out}
     for name in ("closed", "open"):
-        results[name] = score(folder / name / "model.pt", material, args.long_minutes, args.seed + fold,
-                              compare_gates=name == "open" and fold == 0,  # the gate study: one fold
-                              scanner={"hop_s": args.hop, "smooth_s": args.smooth, "threshold": args.threshold})
-        print(f"fold {fold} {name}: {json.dumps(results[name])}", file=sys.stderr)
+        results[name], curve = score(folder / name / "model.pt", material, args.negative_hours, args.seed + fold,
+                                     scanner={"hop_s": args.hop, "smooth_s": args.smooth,
+                                              "threshold": args.threshold})
+        (folder / name / "det.json").write_text(json.dumps(curve))
+        results[name]["det"] = curve
+        print(f"fold {fold} {name}: {json.dumps({k: v for k, v in results[name].items() if k != 'det'})}",
+              file=sys.stderr)
     return results
 
 
 def rescore_fold(args, fold: int) -> dict:
     """--score-only: the models an earlier run kept, scored again (same split, seed, recordings)."""
-    folder = args.score_only if fold == 0 else args.score_only / f"fold{fold}"
-    return score_fold(args, fold, folder, real_material(args.real, args.other, fold, args.folds))
+    material = folds.fold_material(args.corpus, fold, args.folds)
+    return score_fold(args, fold, fold_folder(args.score_only, fold), material)
 
 
-KEYS = ("target_acc", "false_accept_rate", "noise_false_accept_rate", "nonspeech_false_accept_rate",
-        "false_accepts_per_hour", "nonspeech_false_accepts_per_hour", "scan_recall")
+KEYS = ("target_acc", "false_accept_rate", "unseen_word_false_accept_rate", "noise_false_accept_rate",
+        "nonspeech_false_accept_rate", "false_accepts_per_hour", "scan_recall", "negative_hours")
+
+
+def summarise(results: list[dict]) -> dict:
+    """Means over folds (folds without a figure, e.g. no held-out word, left out); the DET figures
+    from the folds' sweeps pooled (det_curve.pooled)."""
+    summary = {}
+    for name in ("closed", "open"):
+        values = {k: [f[name][k] for f in results if f[name][k] is not None] for k in KEYS}
+        summary[name] = {k: round(float(np.mean(v)), 4) if v else None for k, v in values.items()}
+        summary[name]["negative_hours"] = round(float(sum(values["negative_hours"])), 3)
+        curve = det_curve.pooled([f[name]["det"] for f in results])
+        summary[name]["frr_at_fa_per_hour"] = det_curve.frr_at(curve)
+        summary[name]["operating_points"] = det_curve.operating_points(curve)
+        summary[name]["det"] = curve
+    return summary
 
 
 def table(summary: dict) -> str:
-    lines = ["| model | " + " | ".join(KEYS) + " |", "| --- |" + " ---: |" * len(KEYS)]
+    keys = KEYS + ("frr@0.5/h", "frr@1/h", "frr@2/h")
+    lines = ["| model | " + " | ".join(keys) + " |", "| --- |" + " ---: |" * len(keys)]
     for name in ("closed", "open"):
-        lines.append(f"| {name} | " + " | ".join(f"{summary[name][k]:g}" for k in KEYS) + " |")
+        row = [summary[name][k] for k in KEYS] + list(summary[name]["frr_at_fa_per_hour"].values())
+        lines.append(f"| {name} | " + " | ".join("-" if v is None else f"{v:g}" for v in row) + " |")
     return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m train.openset",
-        description="Open-set benchmark: train a yes/no ('closed') and a yes/no/unknown/silence ('open') "
-                    "model on one speaker-disjoint split and score both on test material only: target "
-                    "accuracy, false-accept rates on other words, on noise crops and on generated non-speech, "
-                    "false accepts per hour on a long test-only recording and on one of the non-speech, "
-                    "and the scanner's recall of yes/no.",
-        epilog="Last line: one JSON object {\"closed\": {...}, \"open\": {...}} (means over folds). Exit "
+        description="Open-set benchmark: train a targets-only ('closed') and a targets/unknown/silence ('open') "
+                    "model on speaker- and word-disjoint folds of real class folders and score both on test "
+                    "material only: target accuracy, false-accept rates on seen and never-seen words, noise "
+                    "crops and generated non-speech, false accepts per hour on hours of test-only audio, scan "
+                    "recall, and false rejects at 0.5/1/2 false accepts an hour (a DET curve: OUT/det.png).",
+        epilog="Example: python -m train.openset --out openset/ --data ../shared/data/speech_commands_real "
+               "../shared/data/speech_commands_more ../shared/data/speech_commands_other_words --folds 5. "
+               "Last line: one JSON object {\"closed\": {...}, \"open\": {...}} (means over folds). Exit "
                "status 0 on success, 2 for unusable options or data.")
     parser.add_argument("--out", type=Path, help="working and output folder (required unless --score-only)")
     parser.add_argument("--score-only", type=Path, metavar="DIR",
                         help="train nothing: score again the models a run with --out DIR kept "
-                             "(DIR/closed, DIR/open, DIR/fold<k>/...), with the same --folds and --seed")
-    parser.add_argument("--real", type=Path, default=REAL, help="yes/no clips (default: %(default)s)")
-    parser.add_argument("--other", type=Path, default=OTHER, help="other-word clips (default: %(default)s)")
+                             "(DIR/closed, DIR/open, DIR/fold<k>/...), with the same --data, --folds and --seed")
+    parser.add_argument("--data", type=Path, nargs="+", default=[], metavar="DIR",
+                        help="folders of class folders (several: split together, each speaker on one side "
+                             "in all of them); file names need speaker ids (SPEAKER_nohash_N.wav)")
+    parser.add_argument("--words", nargs="+", default=TARGETS, metavar="WORD",
+                        help="the target words; every other class folder is a non-target word (default: yes no)")
+    parser.add_argument("--real", type=Path, action="append", default=[], help=argparse.SUPPRESS)  # old spelling
+    parser.add_argument("--other", type=Path, action="append", default=[], help=argparse.SUPPRESS)  # of --data
     parser.add_argument("--folds", type=int, default=1,
                         help="speaker-disjoint folds, each the test side once; 1: one split with "
-                             f"{SINGLE_TEST_PCT:g}%% test speakers (default: %(default)s)")
+                             f"{folds.SINGLE_TEST_PCT:g}%% test speakers (default: %(default)s)")
     parser.add_argument("--synthetic", type=int, default=0, metavar="N",
-                        help="train on N eSpeak NG clips per class (yes, no, unknown) instead of recorded "
+                        help="train on N eSpeak NG clips per class (targets, unknown) instead of recorded "
                              "speech; scored on the same real test material")
-    parser.add_argument("--long-minutes", type=float, default=LONG_MINUTES,
-                        help="length of the test-only long recording (default: %(default)s)")
+    parser.add_argument("--synthetic-unknown", type=int, default=SYNTHETIC_UNKNOWN, metavar="N",
+                        help="eSpeak NG clips of N other words (none of the --data words) join the real ones "
+                             "as unknown candidates (0: real words only; default: %(default)s)")
+    parser.add_argument("--negative-hours", type=float, default=NEGATIVE_HOURS, metavar="H",
+                        help="length of the test-only negative recording per fold (default: %(default)s)")
     parser.add_argument("--hop", type=float, default=None, metavar="S",
                         help="scanner: seconds between windows (default: the model's, see python -m train.predict)")
     parser.add_argument("--smooth", type=float, default=None, metavar="S",
@@ -416,50 +372,58 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"scanner: smoothed confidence of a detection (default {detect.DEFAULT_THRESHOLD})")
     parser.add_argument("--epochs", type=int, default=None,
                         help="training budget per model (default: the recipe's, see python -m train)")
+    parser.add_argument("--train-arg", action="append", default=[], metavar="ARG",
+                        help="one more option for python -m train (repeatable, e.g. --train-arg=--speed=0.1)")
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     parser.add_argument("--workers", type=int, default=cli.available_cores(),
                         help="processes for rendering and synthesis (default: %(default)s)")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.folds < 1 or args.synthetic < 0 or args.long_minutes <= 0:
-        print("error: --folds must be >= 1, --synthetic >= 0, --long-minutes > 0", file=sys.stderr)
-        return 2
+def check(args) -> None:
+    """Unusable options or data -> cli.SpecVisionError (exit 2) before anything is trained."""
+    if args.folds < 1 or args.synthetic < 0 or args.synthetic_unknown < 0 or args.negative_hours <= 0:
+        raise cli.SpecVisionError("--folds must be >= 1, --synthetic and --synthetic-unknown >= 0, "
+                             "--negative-hours > 0")
     if ((args.hop is not None and args.hop <= 0) or (args.smooth is not None and args.smooth < 0)
             or (args.threshold is not None and not 0 <= args.threshold <= 1)):
-        print("error: --hop must be > 0, --smooth >= 0, --threshold in 0..1", file=sys.stderr)
-        return 2
-    for folder, probe in ((args.real, "yes"), (args.other, None)):
-        if not folder.is_dir() or (probe and not (folder / probe).is_dir()):
-            print(f"error: {folder}: not a folder of class folders", file=sys.stderr)
-            return 2
+        raise cli.SpecVisionError("--hop must be > 0, --smooth >= 0, --threshold in 0..1")
     if (args.out is None) == (args.score_only is None):
-        print("error: give --out (train and score) or --score-only DIR (score kept models)", file=sys.stderr)
-        return 2
+        raise cli.SpecVisionError("give --out (train and score) or --score-only DIR (score kept models)")
+    args.data = list(args.data) + args.real + args.other
+    if not args.data:
+        raise cli.SpecVisionError("--data: give the folders of class folders to split (e.g. --data DIR1 DIR2)")
+    args.corpus = folds.collect(args.data, args.words)
     if args.score_only is not None:
-        missing = [str(args.score_only / (f"fold{k}" if k else "") / name / "model.pt")
-                   for k in range(args.folds) for name in ("closed", "open")
-                   if not (args.score_only / (f"fold{k}" if k else "") / name / "model.pt").is_file()]
+        missing = [str(fold_folder(args.score_only, k) / name / "model.pt") for k in range(args.folds)
+                   for name in ("closed", "open") if not (fold_folder(args.score_only, k) / name / "model.pt").is_file()]
         if missing:
-            print(f"error: --score-only: no model at {', '.join(missing)}", file=sys.stderr)
-            return 2
-    args.train_args = ["--epochs", str(args.epochs)] if args.epochs else []
+            raise cli.SpecVisionError(f"--score-only: no model at {', '.join(missing)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    check(args)
+    args.train_args = (["--epochs", str(args.epochs)] if args.epochs else []) + args.train_arg
     start = time.perf_counter()
     torch.set_num_threads(max(1, min(torch.get_num_threads(), args.workers)))
     fold_run = run_fold if args.score_only is None else rescore_fold
-    folds = [fold_run(args, fold) for fold in tqdm(range(args.folds), desc="folds", disable=args.folds < 2)]
-    summary = {name: {k: round(float(np.mean([f[name][k] for f in folds])), 4) for k in KEYS}
-               for name in ("closed", "open")}
-    summary["folds"] = args.folds
-    summary["synthetic"] = args.synthetic
-    summary["per_fold"] = folds
-    summary["seconds"] = round(time.perf_counter() - start, 1)
+    results = [fold_run(args, fold) for fold in tqdm(range(args.folds), desc="folds", disable=args.folds < 2)]
+    summary = summarise(results)
+    out = args.out or args.score_only
+    det_curve.plot({name: summary[name]["det"] for name in ("closed", "open")}, out / "det.png")
+    (out / "det.json").write_text(json.dumps({name: summary[name].pop("det") for name in ("closed", "open")}))
+    for fold in results:
+        for name in ("closed", "open"):
+            fold[name].pop("det")
+    summary.update(folds=args.folds, synthetic=args.synthetic, synthetic_unknown=args.synthetic_unknown,
+                   words=args.words, data=[str(d) for d in args.data], per_fold=results,
+                   seconds=round(time.perf_counter() - start, 1))
     print(table(summary))
+    print(f"DET curve: {out / 'det.png'}", file=sys.stderr)
     print(json.dumps(summary))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)
