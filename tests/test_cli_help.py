@@ -7,10 +7,10 @@ import importlib
 import pytest
 
 COMMANDS = ["preprocess.prepare", "preprocess.synth", "preprocess.show", "preprocess.sheet",
-            "preprocess.audit", "preprocess.scale", "preprocess.bench", "preprocess.render_ab",
-            "preprocess.render_stages",
+            "preprocess.audit", "bench.scale", "bench.preprocess_speed", "bench.render_ab",
+            "bench.render_stages", "bench.seven_words",
             "train.train", "train.evaluate", "train.predict", "train.report", "train.export",
-            "train.openset", "train.bench", "train.hostile_bench"]
+            "train.openset", "bench.train_speed", "bench.hostile"]
 
 
 @pytest.mark.parametrize("module", COMMANDS)

@@ -2,7 +2,7 @@
 
 Every case is built here from generated signals. Memory cases are scaled down (minutes, not hours)
 and compared side by side with the same command on a 1 s clip, in fresh processes that read their own
-peak RSS (train.hostile_bench.peak_rss_mb, resource.getrusage). Every subprocess has a timeout: a
+peak RSS (bench.hostile.peak_rss_mb, resource.getrusage). Every subprocess has a timeout: a
 hang fails the test instead of stalling the suite.
 """
 from __future__ import annotations
@@ -26,9 +26,9 @@ import pytest
 from preprocess import cli, prepare
 from preprocess.atomic import remove_stale_temps
 from preprocess.render import RenderSettings, render_file, resample, save_png
-from preprocess.scale import children_by_parent
+from bench.scale import children_by_parent
 from train import evaluate as evaluate_cli, report
-from train.hostile_bench import peak_rss_mb, write_clip, write_long_wav, write_model
+from bench.hostile import peak_rss_mb, write_clip, write_long_wav, write_model
 
 PYTHON = sys.executable
 TIMEOUT = 300  # seconds; generous for a loaded 2-core machine, finite so nothing can hang the suite

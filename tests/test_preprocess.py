@@ -370,7 +370,7 @@ def test_render_flags_reach_the_images(tmp_path):
 
 
 def test_bench_prints_one_json_line(tmp_path, capsys):
-    from preprocess import bench
+    from bench import preprocess_speed as bench
     root = make_dataset(tmp_path / "audio", per_class=3)
     assert bench.main([str(root), "--workers", "1"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -1,4 +1,4 @@
-"""preprocess.scale: its measurements (real processes, real memory) and one tiny end-to-end run."""
+"""bench.scale: its measurements (real processes, real memory) and one tiny end-to-end run."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from preprocess import scale
+from bench import scale
 from tests.conftest import REPO
 
 ALLOCATE = ("import time; b = bytearray({mb} << 20); b[::4096] = b'x' * len(b[::4096]); "
@@ -20,9 +20,9 @@ def test_run_stage_measures_a_process_tree_peak_memory(tmp_path):
     # a parent holding ~40 MB with two children holding ~150 MB each, at the same time
     child = f"import subprocess, sys; ps = [subprocess.Popen([sys.executable, '-c', {ALLOCATE.format(mb=150)!r}]) for _ in range(2)]; " \
             f"{ALLOCATE.format(mb=40)}; [p.wait() for p in ps]"
-    # measured from a fresh, small process as `python -m preprocess.scale` is (this one holds torch,
+    # measured from a fresh, small process as `python -m bench.scale` is (this one holds torch,
     # and a child's peak RSS starts at its parent's)
-    driver = (f"import json, sys; from pathlib import Path; from preprocess import scale; "
+    driver = (f"import json, sys; from pathlib import Path; from bench import scale; "
               f"m = scale.run_stage('tree', [sys.executable, '-c', {child!r}], Path({str(tmp_path)!r})); "
               f"m.pop('log'); print(json.dumps(m))")
     out = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, check=True, cwd=REPO)

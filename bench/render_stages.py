@@ -1,4 +1,4 @@
-"""python -m preprocess.render_stages ROOT [--clips N]: CPU milliseconds per clip of each stage of the
+"""python -m bench.render_stages ROOT [--clips N]: CPU milliseconds per clip of each stage of the
 render path, in the order prepare.render_task runs them, on N clips spread over ROOT's word folders.
 
 One process, one torch thread (as in a pool worker), thread CPU time (time.thread_time) per stage,
@@ -26,7 +26,7 @@ def clips_of(root: Path, count: int) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m preprocess.render_stages", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.render_stages", description=__doc__.split("\n\n")[0])
     parser.add_argument("root", type=Path, help="a folder of <word>/<clip>.wav (a Speech Commands layout)")
     parser.add_argument("--clips", type=int, default=1000, help="clips to time (default 1000)")
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""python -m preprocess.render_ab --base OLD_TREE --root STANDIN --work DIR: render throughput of this
+"""python -m bench.render_ab --base OLD_TREE --root STANDIN --work DIR: render throughput of this
 code beside another checkout's (e.g. `git archive <commit> | tar -x -C OLD_TREE`), same clips, same load.
 
 Runs `python -m preprocess --source speechcommands` with each tree's code (cwd and PYTHONPATH set to
@@ -21,7 +21,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from preprocess.scale import ScaleError, module, parse_counts, run_stage
+from bench.scale import ScaleError, module, parse_counts, run_stage
 
 HERE = Path(__file__).resolve().parent.parent  # this tree's repository root
 
@@ -65,7 +65,7 @@ def same_output(a: Path, b: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m preprocess.render_ab", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m bench.render_ab", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", type=Path, required=True, help="the other checkout's repository root")
     parser.add_argument("--root", type=Path, required=True, help="a Speech Commands layout (stand-in)")

@@ -1,4 +1,4 @@
-"""python -m preprocess.bench DIR: clips/s of this project's preprocess vs the learning module's method.
+"""python -m bench.preprocess_speed DIR: clips/s of this project's preprocess vs the learning module's method.
 
 Both render the same clips (DIR/<class>/*) in one run, into throw-away folders:
 - project: `python -m preprocess --source folder` end to end (listing, hashing, rendering, PNGs with
@@ -70,7 +70,7 @@ def run_baseline(clips: list[sources.Clip], out: Path) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m preprocess.bench", description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m bench.preprocess_speed", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.split("\n")[2:]))
     parser.add_argument("root", type=Path,

@@ -1,6 +1,6 @@
-"""python -m preprocess.scale: every stage at several dataset sizes, timed, with peak memory.
+"""python -m bench.scale: every stage at several dataset sizes, timed, with peak memory.
 
-    python -m preprocess.scale --sizes 1000 10000 105000 --work DIR
+    python -m bench.scale --sizes 1000 10000 105000 --work DIR
 
 For each size it makes the Speech Commands stand-in (`python -m preprocess.synth --layout
 speechcommands`, all 35 words, size / 35 clips per word) in DIR/<size>/speech_commands and runs, each
@@ -318,7 +318,7 @@ def measure_noop_probe(size: int, args: argparse.Namespace) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from preprocess.scale import "
+    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from bench.scale import "
                     "build_noop_probe; build_noop_probe(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:])",
                     str(work), str(size), *args.words], check=True)
     result = {"clips": max(1, round(size / len(args.words))) * len(args.words),
@@ -392,7 +392,7 @@ def plot(results: dict[str, dict], path: Path) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m preprocess.scale",
+        prog="python -m bench.scale",
         description="Make the Speech Commands stand-in at each size and time every stage (synth, render, "
                     "no-op re-run, adding clips, one training epoch with and without --cache, evaluate, "
                     "predict, report), with peak memory. Last line: one JSON object keyed by size.",

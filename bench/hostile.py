@@ -1,6 +1,6 @@
 """Peak memory of predict and preprocess on huge and awkward inputs (issue 11's targets).
 
-    python -m train.hostile_bench [--minutes 30] [--work DIR]
+    python -m bench.hostile [--minutes 30] [--work DIR]
 
 Builds, in a temp folder: a MINUTES-long 48 kHz stereo 16-bit WAV (written in blocks), 1 s noise clips
 at awkward and usual rates, and an untrained model (memory does not depend on the weights). Each
@@ -25,7 +25,7 @@ import numpy as np
 import soundfile as sf
 
 from preprocess import cli
-from preprocess.scale import children_by_parent, memory_kb
+from bench.scale import children_by_parent, memory_kb
 
 RATES = (1000, 4001, 8000, 8001, 11025, 22050, 44100, 44101, 48000, 96000, 96001, 192000)
 BASELINE_RATE = 16000
@@ -130,7 +130,7 @@ def write_model(path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.hostile_bench", description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m bench.hostile", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.split("\n")[2:]))
     parser.add_argument("--minutes", type=float, default=30.0, help="length of the long recording")
