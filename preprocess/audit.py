@@ -1,55 +1,54 @@
 """python -m preprocess.audit: look at every image by eye and listen to it, the suspicious ones first.
 
     python -m preprocess.audit images/ --out audit/                       # then open audit/index.html
-    python -m preprocess.audit images/ --out audit/ --model models/NAME/model.pt
+    python -m train.suspects images/ --model models/NAME/model.pt --out judgments.json   # the label check
+    python -m preprocess.audit images/ --out audit/ --judgments judgments.json
+    python -m preprocess.audit images/ --out audit/ --model models/NAME/model.pt   # both in one command
 
 Reads what `python -m preprocess` wrote (render.json, manifest.csv, the PNGs) and the source clips
 under render.json's audio root. Writes a static folder: index.html (a summary table of flags per
 split and class, each count a link), pages/ (paged galleries per split, class and flag: each tile
 the PNG, its name, label, split, flags and an audio player), flags.csv (one row per flagged clip),
-with --model suspects.csv (every clip the model contradicts, the most suspicious first) and style.css. Images and clips are relative symbolic links into the images folder and the audio
+with a label check suspects.csv (every clip the model contradicts, the most suspicious first) and style.css. Images and clips are relative symbolic links into the images folder and the audio
 root (`--copy`: copies), every URL relative: no server, no absolute path of this machine.
 
 Flags: silent, clipped, cut_off and short come from manifest.csv (computed by preprocess while it
 had the audio decoded, see preprocess/flags.py); duplicate_audio (the same SHA-256 in two classes or
-splits), duplicate_image (a near-identical image in another split) and, with --model, suspect_label
+splits), duplicate_image (a near-identical image in another split) and, with a label check, suspect_label
 (the model is confident in another class) are found here.
 """
 from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import csv
 import dataclasses
 import functools
 import io
-import json
-import math
+
 import os
 import shutil
+import subprocess
 import sys
 import time
 import urllib.parse
 from pathlib import Path
 
 import jinja2
-import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from preprocess import flags, openworld
+from preprocess import cli, judgments
 from preprocess.atomic import replace_folder
 from preprocess.pages import copy_stylesheet, environment
-from preprocess.render import AudioError, RenderSettings, load_audio
+from preprocess.audit_data import AuditError, Dataset, fill_missing_records
+from preprocess.galleries import FLAG_HELP, FLAG_NAMES, Tile, build_tiles, make_galleries
+from preprocess.audit_data import clip_path, load_dataset
 from preprocess.sources import SPLITS
 
 DEFAULT_OUT = "audit"
 PAGE_SIZE = 48               # tiles per gallery page
 RANKED_ON_INDEX = 12         # top label contradictions shown on the summary page
 SUSPECT_CONFIDENCE = 0.8     # model confidence in another class that makes a clip suspect_label
-DUPLICATE_COSINE = 0.995     # image sketches this similar are near-duplicates (distinct real clips: < 0.992)
-SKETCH_CHUNK = 2048          # rows per block of the cross-split similarity product (bounds memory)
 FOLDS = 5                    # out-of-fold quick training over the train split (--folds); its epochs:
                              # train.suspects.quick_epochs unless --fold-epochs
 GENERATOR = "specvision-audit"  # marks an OUT folder this command may replace
@@ -58,235 +57,6 @@ AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", 
 RANK_ORDER = ("Ranked by the judging model's confidence in another class plus the speaker evidence: how much "
               "more the clip sounds like the same speaker's takes of that class than like their takes of its "
               "label.")
-FLAG_NAMES = flags.CLIP_FLAGS + ("duplicate_audio", "duplicate_image", "suspect_label")
-FLAG_HELP = {
-    "silent": f"near-silent: the loudest 20 ms are below {flags.SILENT_DB:g} dBFS",
-    "clipped": "clipped: the waveform sits flat on its peak value (the recorder ran out of range)",
-    "cut_off": "the word touches the start or end of the window: probably cut off",
-    "short": f"the source is shorter than {flags.SHORT_FRACTION:.0%} of the window (padded with silence)",
-    "duplicate_audio": "the same audio (SHA-256) is also in another class or split: label conflict or leakage",
-    "duplicate_image": "a near-identical image is in another split (leakage between train and evaluation)",
-    "suspect_label": "the model is confident this clip belongs to another class: likely mislabelled",
-}
-
-
-class AuditError(Exception):
-    """The images folder cannot be audited; the message names the file and the reason."""
-
-
-# ---------------------------------------------------------------- inputs
-
-@dataclasses.dataclass
-class Dataset:
-    images: Path
-    settings: RenderSettings
-    render: dict                 # render.json
-    rows: list[dict]             # manifest rows of rendered clips (status ok), in manifest order
-    failed: int                  # clips preprocess could not render
-    audio_root: Path | None
-
-
-def load_dataset(images: Path, audio_root: Path | None) -> Dataset:
-    for name in ("render.json", "manifest.csv"):
-        if not (images / name).is_file():
-            raise AuditError(f"{images / name}: not found (is {images} a folder written by `python -m preprocess`?)")
-    try:
-        render = json.loads((images / "render.json").read_text(encoding="utf-8"))
-        settings = RenderSettings.from_dict(render["settings"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise AuditError(f"{images / 'render.json'}: unreadable ({err})") from None
-    try:
-        with open(images / "manifest.csv", newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise AuditError(f"{images / 'manifest.csv'}: unreadable ({err})") from None
-    required = {"source", "sha256", "split", "label", "png", "status"}
-    if rows and not required <= set(rows[0]):
-        raise AuditError(f"{images / 'manifest.csv'}: missing columns {sorted(required - set(rows[0]))}")
-    ok = [r for r in rows if r["status"] == "ok" and _inside(r["png"])]
-    if not ok:
-        raise AuditError(f"{images / 'manifest.csv'}: no rendered images listed")
-    if audio_root is None:
-        root = (render.get("source") or {}).get("root")
-        audio_root = Path(root) if root else None
-    return Dataset(images, settings, render, ok, len(rows) - len(ok), audio_root)
-
-
-def _inside(rel: str) -> bool:
-    """A relative path that stays inside its folder (the manifest is data, never trusted as a path)."""
-    path = Path(rel or "")
-    return bool(rel) and not path.is_absolute() and ".." not in path.parts
-
-
-def clip_path(data: Dataset, source: str) -> Path | None:
-    """A manifest source's audio file: under the audio root, or for the open-world classes under their
-    own root (silence crops in IMAGES/.openworld, --unknown-root clips); never outside that root."""
-    root, rel = openworld.audio_location(source, data.render, data.images) or (data.audio_root, source)
-    return root / rel if root is not None and _inside(rel) else None
-
-
-def fill_missing_records(data: Dataset, progress: bool) -> tuple[int, int]:
-    """Rows of a manifest written before preprocess kept flags (or by older rules): decode them here.
-
-    -> (rows filled, rows whose clip could not be decoded: only their image sketch is known)."""
-    missing = [r for r in data.rows if not flags.is_current(r)]
-    undecoded = 0
-    for row in tqdm(missing, desc="flags (old manifest)", unit="clip", disable=not progress or not missing):
-        levels = wave = None
-        with contextlib.suppress(OSError):
-            with Image.open(data.images / row["png"]) as image:
-                levels = np.asarray(image)
-        with contextlib.suppress(AudioError, OSError):
-            clip = clip_path(data, row["source"])
-            wave = load_audio(clip, data.settings) if clip is not None else None
-        if wave is not None and levels is not None:
-            row.update(flags.clip_record(wave, levels, data.settings))
-        else:
-            undecoded += 1
-            row.update({key: "" for key in flags.MANIFEST_FIELDS},
-                       image_blocks=flags.image_blocks(levels) if levels is not None else "")
-    return len(missing), undecoded
-
-
-# ---------------------------------------------------------------- dataset-wide flags
-
-def duplicate_audio(rows: list[dict]) -> dict[int, list[int]]:
-    """row -> the other rows with the same audio bytes, where the group spans two classes or splits."""
-    by_sha: dict[str, list[int]] = collections.defaultdict(list)
-    for i, row in enumerate(rows):
-        if row.get("sha256"):
-            by_sha[row["sha256"]].append(i)
-    partners = {}
-    for group in by_sha.values():
-        if len(group) > 1 and (len({rows[i]["label"] for i in group}) > 1
-                               or len({rows[i]["split"] for i in group}) > 1):
-            for i in group:
-                partners[i] = [j for j in group if j != i]
-    return partners
-
-
-def duplicate_images(rows: list[dict], threshold: float = DUPLICATE_COSINE,
-                     progress: bool = False) -> dict[int, list[int]]:
-    """row -> rows in *other* splits whose image sketch has cosine similarity >= threshold.
-
-    Every pair of splits is compared in full (blocks of SKETCH_CHUNK rows: a float32 matrix product),
-    so nothing is missed and the time is known in advance: ~2e9 pairs at 105k images.
-    """
-    vectors, usable = flags.sketch_vectors([r.get("image_blocks") or "" for r in rows])
-    split_of = np.array([r["split"] for r in rows])
-    members = {s: np.flatnonzero((split_of == s) & usable) for s in SPLITS}
-    pairs = [(a, b) for i, a in enumerate(SPLITS) for b in SPLITS[i + 1:] if len(members[a]) and len(members[b])]
-    steps = sum(-(-len(members[a]) // SKETCH_CHUNK) for a, _ in pairs)
-    partners: dict[int, list[int]] = collections.defaultdict(list)
-    with tqdm(total=steps, desc="near-duplicate images", unit="block", disable=not progress or steps < 4) as bar:
-        for a, b in pairs:
-            others = vectors[members[b]].T
-            for start in range(0, len(members[a]), SKETCH_CHUNK):
-                block = members[a][start:start + SKETCH_CHUNK]
-                hit_a, hit_b = np.nonzero(vectors[block] @ others >= threshold)
-                for i, j in zip(block[hit_a].tolist(), members[b][hit_b].tolist()):
-                    partners[i].append(j)
-                    partners[j].append(i)
-                bar.update()
-    return dict(partners)
-
-
-# ---------------------------------------------------------------- tiles and galleries
-
-@dataclasses.dataclass
-class Tile:
-    index: int
-    name: str
-    png: str
-    source: str
-    label: str
-    split: str
-    source_s: str
-    level_db: str
-    flags: list[str]
-    notes: list[str]
-    suspect: dict | None = None   # {"predicted", "confidence", "how", "rank"[, "speaker"]} when the model
-                                  # contradicts the label (train.suspects)
-    img: str | None = None        # URL relative to OUT
-    audio: str | None = None
-    audio_type: str = "audio/wav"
-    width: int = 0
-    height: int = 0
-
-    def rank(self) -> tuple:
-        """Suspicious first: more flags, then a higher-ranked contradiction, then by name."""
-        rank = self.suspect["rank"] if self.suspect and "suspect_label" in self.flags else math.inf
-        return (-len(self.flags), rank, self.png)
-
-
-def build_tiles(data: Dataset, suspects: dict[int, dict], threshold: float, progress: bool) -> list[Tile]:
-    audio_dups = duplicate_audio(data.rows)
-    image_dups = duplicate_images(data.rows, progress=progress)
-    height, width = data.settings.image_size
-    tiles = []
-    def among_silence(i: int, partners: list[int]) -> bool:
-        return all(data.rows[j]["label"] == openworld.SILENCE for j in [i, *partners])
-
-    for i, row in enumerate(data.rows):
-        found = [f for f in (row.get("flags") or "").split(";") if f in flags.CLIP_FLAGS]
-        if row["label"] == openworld.SILENCE:  # noise crops and digital silence, by design: not suspicious
-            found = [f for f in found if f != "silent"]
-            for dups in (audio_dups, image_dups):  # two crops of the same silence are no leak
-                if i in dups and among_silence(i, dups[i]):
-                    del dups[i]
-        notes = []
-        if i in audio_dups:
-            found.append("duplicate_audio")
-            notes.append("same audio as " + _some([data.rows[j]["png"] for j in audio_dups[i]]))
-        if i in image_dups:
-            found.append("duplicate_image")
-            notes.append("near-identical image: " + _some([data.rows[j]["png"] for j in image_dups[i]]))
-        suspect = suspects.get(i)
-        if suspect and suspect["confidence"] >= threshold:
-            found.append("suspect_label")
-        tiles.append(Tile(i, Path(row["png"]).name, row["png"], row["source"], row["label"], row["split"],
-                          row.get("source_s") or "", row.get("level_db") or "",
-                          [f for f in FLAG_NAMES if f in found], notes, suspect, width=width, height=height))
-    return tiles
-
-
-def _some(names: list[str], most: int = 3) -> str:
-    more = f" and {len(names) - most} more" if len(names) > most else ""
-    return ", ".join(sorted(names)[:most]) + more
-
-
-@dataclasses.dataclass
-class Gallery:
-    slug: str                    # file name stem under pages/
-    scope: str                   # what it shows, in words
-    split: str                   # a split or "all"
-    label: str                   # a class or "all"
-    filter: str                  # "all", "flagged" or a flag name
-    tiles: list[Tile]
-
-    def href(self, page: int = 1, root: str = "") -> str:
-        return f"{root}pages/{self.slug}-{page}.html"
-
-
-def make_galleries(tiles: list[Tile], classes: list[str]) -> dict[tuple[str, str, str], Gallery]:
-    """(split, class, filter) -> gallery; per split and class every filter with images, and over the
-    whole dataset every flag. The suspect_label gallery is in the label check's rank order."""
-    groups: dict[tuple[str, str, str], list[Tile]] = collections.defaultdict(list)
-    for tile in sorted(tiles, key=Tile.rank):
-        groups[(tile.split, tile.label, "all")].append(tile)
-        for name in (["flagged"] if tile.flags else []) + tile.flags:
-            groups[(tile.split, tile.label, name)].append(tile)
-            groups[("all", "all", name)].append(tile)
-    galleries = {}
-    for (split, label, name), members in groups.items():
-        if name == "suspect_label":
-            members = sorted(members, key=lambda t: (t.suspect["rank"], t.png))
-        number = "all" if label == "all" else str(classes.index(label))
-        scope = ("every split and class" if split == "all" else f"{split} / {label}")
-        galleries[(split, label, name)] = Gallery(f"{split}-{number}-{name}", scope, split, label, name, members)
-    return galleries
-
-
 # ---------------------------------------------------------------- files in OUT
 
 class Assets:
@@ -327,7 +97,6 @@ class Assets:
         else:
             self.missing_audio += 1
 
-
 def flags_csv(tiles: list[Tile]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -336,7 +105,6 @@ def flags_csv(tiles: list[Tile]) -> str:
         if tile.flags:
             writer.writerow([tile.source, tile.png, tile.split, tile.label, ";".join(tile.flags)])
     return buffer.getvalue()
-
 
 def suspects_csv(tiles: list[Tile]) -> str:
     """Every clip the judging model contradicts, in rank order (flagged or not); `speaker`: how much more
@@ -354,10 +122,8 @@ def suspects_csv(tiles: list[Tile]) -> str:
                          int("suspect_label" in tile.flags)])
     return buffer.getvalue()
 
-
 def template_env() -> jinja2.Environment:
     return environment(flag_help=FLAG_HELP, generator=GENERATOR)
-
 
 def summary_table(galleries: dict, tiles: list[Tile], classes: list[str]) -> list[dict]:
     """Rows of the summary table: one per split and class, then the whole dataset."""
@@ -380,7 +146,6 @@ def summary_table(galleries: dict, tiles: list[Tile], classes: list[str]) -> lis
                  "cells": [{"count": counts[("all", "all", "all")], "href": None}]
                  + [cell(("all", "all", name), counts[("all", "all", name)]) for name in ("flagged",) + FLAG_NAMES]})
     return rows
-
 
 def write_pages(out: Path, env: jinja2.Environment, galleries: dict, classes: list[str],
                 page_size: int, progress: bool) -> int:
@@ -411,21 +176,16 @@ def write_pages(out: Path, env: jinja2.Environment, galleries: dict, classes: li
     bar.close()
     return written
 
-
 # ---------------------------------------------------------------- main
 
 @dataclasses.dataclass
 class Options:
     out: Path
-    model: Path | None = None
-    folds: int = FOLDS
-    fold_epochs: int | None = None
+    judgments: Path | None = None  # the label check's file (preprocess/judgments.py)
     threshold: float = SUSPECT_CONFIDENCE
     page_size: int = PAGE_SIZE
     copy: bool = False
-    seed: int = 0
     progress: bool = True
-
 
 def audit(data: Dataset, options: Options) -> dict:
     """Write the audit folder; -> summary numbers."""
@@ -438,11 +198,13 @@ def audit(data: Dataset, options: Options) -> dict:
         notes.append(f"{undecoded} of them could not be decoded (clip or PNG missing): no per-clip flags.")
     classes = sorted({r["label"] for r in data.rows})
     suspects, model_info = {}, None
-    if options.model is not None:
-        from train.suspects import label_check  # needs torch models: only with --model
-        suspects, model_info = label_check(options.model, data, options.folds, options.fold_epochs,
-                                           options.threshold, options.seed, options.progress)
+    if options.judgments is not None:
+        suspects, model_info = judgments.read(options.judgments, data)
         notes += model_info.pop("notes", [])
+        model_info["threshold"] = options.threshold  # flagged here: this command's --confidence
+        for row in model_info["splits"]:
+            row["suspects"] = sum(1 for i, s in suspects.items()
+                                  if data.rows[i]["split"] == row["split"] and s["confidence"] >= options.threshold)
     tiles = build_tiles(data, suspects, options.threshold, options.progress)
     galleries = make_galleries(tiles, classes)
     env = template_env()
@@ -486,36 +248,39 @@ def audit(data: Dataset, options: Options) -> dict:
     replace_folder(options.out, build, _is_audit)
     return numbers
 
-
 def _is_audit(folder: Path) -> bool:
     index = folder / "index.html"
     return index.is_file() and GENERATOR in index.read_text(errors="replace")[:2000]
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m preprocess.audit",
         description="Write a static page to look at every spectrogram PNG and listen to its clip, the "
                     "suspicious first: flags (silent, clipped, cut_off, short, duplicate_audio, "
-                    "duplicate_image, and with --model suspect_label) per split and class, paged "
+                    "duplicate_image, and with a label check suspect_label) per split and class, paged "
                     "galleries, OUT/flags.csv.",
-        epilog="Open OUT/index.html in any browser. Exit status: 0 written, 1 written but some PNGs or "
-               "clips were missing, 2 could not start (bad images folder, model or options).")
+        epilog="Open OUT/index.html in any browser. The label check (which clips a model contradicts) is "
+               "python -m train.suspects, which writes the file --judgments reads; --model runs it first. "
+               "Exit status: 0 written, 1 written but some PNGs or clips were missing, 2 could not start "
+               "(bad images folder, model, label-check file or options).")
     parser.add_argument("images", type=Path, help="folder written by `python -m preprocess` (render.json, "
                         "manifest.csv, <split>/<class>/*.png)")
     parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT),
                         help=f"output folder, replaced as a whole (default: {DEFAULT_OUT}/)")
+    parser.add_argument("--judgments", type=Path, metavar="FILE",
+                        help="the label check's file (python -m train.suspects IMAGES --model M --out FILE): "
+                             "flag clips whose label the model contradicts with confidence (suspect_label), ranked")
     parser.add_argument("--model", type=Path, metavar="MODEL_PT",
-                        help="models/NAME/model.pt: flag clips whose label it contradicts with confidence "
-                             "(suspect_label), ranked")
+                        help="run the label check with this model first (python -m train.suspects, in its own "
+                             "process; its file is kept as OUT/judgments.json)")
     parser.add_argument("--folds", type=int, default=FOLDS, metavar="K",
                         help="with --model: judge the train split out of fold, by K quick models of the "
                              "model's architecture, each trained on the test split and the train split "
                              "without one fold of speakers; 0: by the model itself, which has seen those "
                              "clips (default: %(default)s). val and test are judged by the model.")
     parser.add_argument("--fold-epochs", type=int, default=None, metavar="N",
-                        help="epochs of each out-of-fold model (default: at least 12, and enough for 500 "
-                             "optimizer steps on a small set, at most python -m train's 60)")
+                        help="with --model: epochs of each out-of-fold model (default: at least 12, and enough "
+                             "for 500 optimizer steps on a small set, at most python -m train's 60)")
     parser.add_argument("--confidence", type=float, default=SUSPECT_CONFIDENCE, metavar="P",
                         help="model confidence in another class that flags suspect_label "
                              "(default: %(default)s)")
@@ -525,10 +290,24 @@ def build_parser() -> argparse.ArgumentParser:
                         help="copy PNGs and clips into OUT (self-contained, can be moved) instead of "
                              "relative links into the images folder and audio root")
     parser.add_argument("--page-size", type=int, default=PAGE_SIZE, help="tiles per page (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the out-of-fold training (default: 0)")
+    parser.add_argument("--seed", type=int, default=0, help="with --model: seed of the out-of-fold training")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
+def run_label_check(args, into: Path) -> Path:
+    """--model: `python -m train.suspects` in its own process (model code is train's, and audio -> image
+    code never imports it); -> the file it wrote."""
+    into.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "train.suspects", str(args.images), "--model", str(args.model), "--out",
+            str(into), "--folds", str(args.folds), "--confidence", str(args.confidence), "--seed", str(args.seed)]
+    argv += (["--fold-epochs", str(args.fold_epochs)] if args.fold_epochs else []) + (["--quiet"] if args.quiet else [])
+    if args.audio_root is not None:
+        argv += ["--audio-root", str(args.audio_root)]
+    code = subprocess.run(argv).returncode
+    if code:
+        raise AuditError(f"the label check (python -m train.suspects) failed with exit status {code}",
+                         exit_code=code if code in (cli.EXIT_UNUSABLE, cli.EXIT_INTERRUPTED) else cli.EXIT_UNUSABLE)
+    return into
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
@@ -536,21 +315,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.page_size < 1 or args.folds < 0 or args.folds == 1 or (args.fold_epochs is not None and args.fold_epochs < 1) \
             or not 0.0 < args.confidence <= 1.0:
         parser.error("--page-size and --fold-epochs must be >= 1, --folds 0 or >= 2, 0 < --confidence <= 1")
+    if args.model is not None and args.judgments is not None:
+        parser.error("give --model (run the label check) or --judgments (read one), not both")
     if args.model is not None and not args.model.is_file():
-        print(f"error: {args.model}: no such model file", file=sys.stderr)
-        return 2
+        raise AuditError(f"{args.model}: no such model file")
     start = time.perf_counter()
-    options = Options(args.out, args.model, args.folds, args.fold_epochs, args.confidence, args.page_size,
-                      args.copy, args.seed, not args.quiet)
+    data = load_dataset(args.images, args.audio_root)
+    made = None
+    if args.model is not None:
+        made = run_label_check(args, args.out.parent / f".{args.out.name}.judgments.json")
+        args.judgments = made
+    options = Options(args.out, args.judgments, args.confidence, args.page_size, args.copy, not args.quiet)
     try:
-        data = load_dataset(args.images, args.audio_root)
         numbers = audit(data, options)
-    except (AuditError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except FileExistsError as err:
+        raise AuditError(str(err)) from None
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr)
-        return 130
+        return cli.EXIT_INTERRUPTED
+    finally:
+        if made is not None and made.exists():  # kept beside the page it made, else not left behind
+            if _is_audit(args.out):
+                os.replace(made, args.out / "judgments.json")
+            else:
+                made.unlink()
     counts = ", ".join(f"{name} {count}" for name, count in numbers["flags"].items()
                        if count or name != "suspect_label")
     print(f"audit of {args.images}: {numbers['images']} images, {numbers['flagged']} flagged ({counts}); "
@@ -560,6 +348,5 @@ def main(argv: list[str] | None = None) -> int:
     print(args.out / "index.html")
     return 1 if numbers["missing_images"] or numbers["missing_audio"] else 0
 
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    cli.run(main)

@@ -44,6 +44,11 @@ def disk_full_message(err: OSError) -> str | None:
 
 def run(main, argv: list[str] | None = None) -> None:
     """Run a command's `main(argv) -> exit code` and exit with it; user errors never show a traceback."""
+    sys.exit(call(main, argv))
+
+
+def call(main, argv: list[str] | None = None) -> int:
+    """`run` without the exit: the exit code a command gives, its errors printed as `run` prints them."""
     try:
         code = main(argv)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below
@@ -66,7 +71,7 @@ def run(main, argv: list[str] | None = None) -> None:
             raise
         print(f"error: {message}", file=sys.stderr)
         code = EXIT_UNUSABLE
-    sys.exit(code)
+    return code
 
 
 # ---------------------------------------------------------------- shared flags

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from preprocess import audit, flags, sources
+from preprocess import audit, audit_data, cli, flags, judgments, sources
 from preprocess.render import RenderSettings, render_image
 
 SR = 16000
@@ -90,8 +90,8 @@ def test_image_sketch_finds_a_copy_at_another_gain_and_not_another_word():
     silence = flags.image_blocks(np.asarray(render_image(np.zeros(SR, np.float32), SETTINGS)))
     vectors, usable = flags.sketch_vectors([same, quieter, other, silence, "not base64!"])
     assert usable.tolist() == [True, True, True, False, False]  # silence: all images of it look alike
-    assert vectors[0] @ vectors[1] >= audit.DUPLICATE_COSINE
-    assert vectors[0] @ vectors[2] < audit.DUPLICATE_COSINE
+    assert vectors[0] @ vectors[1] >= audit_data.DUPLICATE_COSINE
+    assert vectors[0] @ vectors[2] < audit_data.DUPLICATE_COSINE
 
 
 def test_duplicates_only_across_classes_or_splits():
@@ -101,11 +101,11 @@ def test_duplicates_only_across_classes_or_splits():
             {"sha256": "b", "label": "yes", "split": "test", "image_blocks": ""},    # leakage
             {"sha256": "c", "label": "yes", "split": "val", "image_blocks": ""},
             {"sha256": "c", "label": "yes", "split": "val", "image_blocks": ""}]     # a plain copy
-    assert audit.duplicate_audio(rows) == {0: [1], 1: [0], 2: [3], 3: [2]}
+    assert audit_data.duplicate_audio(rows) == {0: [1], 1: [0], 2: [3], 3: [2]}
     sketch = flags.image_blocks(np.asarray(render_image(word(), SETTINGS)))
     for row in rows:
         row["image_blocks"] = sketch
-    found = audit.duplicate_images(rows)
+    found = audit_data.duplicate_images(rows)
     assert set(found) == set(range(6)) and sorted(found[0]) == [3, 4, 5]  # never pairs within a split
 
 
@@ -278,6 +278,14 @@ def test_swapped_labels_are_contradicted_out_of_fold_and_ranked_first(tmp_path):
     assert {row["how"] for row in ranking} <= {"out-of-fold", "the model, out-of-sample"}
     page = (out / "index.html").read_text()
     assert "out-of-fold: 2 quick" in page and "never trained on this split" in page
+    # the label check ran as its own command (train.suspects) and its file is kept beside the page
+    kept = json.loads((out / "judgments.json").read_text())
+    assert kept["format"] == judgments.FORMAT and len(kept["suspects"]) == len(ranking)
+    assert not list(tmp_path.glob(".audit.judgments.json"))
+    again = tmp_path / "again"  # the same page from the file alone: no model, no training
+    assert audit.main([str(images), "--out", str(again), "--judgments", str(out / "judgments.json"),
+                       "--quiet"]) == 0
+    assert (again / "suspects.csv").read_text() == (out / "suspects.csv").read_text()
     found = read_flags(out)
     threshold = audit.SUSPECT_CONFIDENCE
     assert {s for s in swapped if "suspect_label" in found.get(s, [])} == \
@@ -390,7 +398,7 @@ def test_audit_copy_mode_is_self_contained(planted, tmp_path):
 
 
 def test_audit_bad_inputs_name_the_file(tmp_path, capsys):
-    assert audit.main([str(tmp_path / "nope"), "--out", str(tmp_path / "a")]) == 2
+    assert cli.call(audit.main, [str(tmp_path / "nope"), "--out", str(tmp_path / "a")]) == 2
     assert "nope/render.json: not found" in capsys.readouterr().err
     precious = tmp_path / "notes"
     precious.mkdir()
@@ -399,14 +407,14 @@ def test_audit_bad_inputs_name_the_file(tmp_path, capsys):
     images.mkdir()
     (images / "render.json").write_text(json.dumps({"settings": SETTINGS.to_dict(), "source": {}}))
     (images / "manifest.csv").write_text("source,sha256,split,label,png,status,reason\n")
-    assert audit.main([str(images), "--out", str(precious)]) == 2
+    assert cli.call(audit.main, [str(images), "--out", str(precious)]) == 2
     assert "no rendered images" in capsys.readouterr().err
     (images / "manifest.csv").write_text("source,sha256,split,label,png,status,reason\n"
                                          "yes/a.wav,00,train,yes,train/yes/a.png,ok,\n")
-    assert audit.main([str(images), "--out", str(precious), "--quiet"]) == 2
+    assert cli.call(audit.main, [str(images), "--out", str(precious), "--quiet"]) == 2
     assert "not written by this command" in capsys.readouterr().err
     assert (precious / "thesis.txt").read_text() == "keep"
-    assert audit.main([str(images), "--out", str(tmp_path / "a"), "--model", str(tmp_path / "m.pt")]) == 2
+    assert cli.call(audit.main, [str(images), "--out", str(tmp_path / "a"), "--model", str(tmp_path / "m.pt")]) == 2
     assert "m.pt: no such model file" in capsys.readouterr().err
 
 
@@ -562,3 +570,34 @@ def test_image_sketch_of_8_bit_levels_equals_the_general_block_means():
               rng.integers(126, 130, (64, 81), dtype=np.uint8), rng.integers(0, 256, (9, 17), dtype=np.uint8)]
     for levels in images:
         assert flags.image_blocks(levels) == flags.image_blocks(levels.astype(np.float32))
+
+
+def test_a_label_check_file_for_other_images_or_malformed_is_refused_or_filtered(tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "render.json").write_text(json.dumps({"settings": SETTINGS.to_dict(), "source": {}}))
+    (images / "manifest.csv").write_text("source,sha256,split,label,png,status,reason\n"
+                                         "yes/a.wav,00,train,yes,train/yes/a.png,ok,\n"
+                                         "no/b.wav,01,test,no,test/no/b.png,ok,\n")
+    data = audit_data.load_dataset(images, None)
+    info = {"name": "m/model.pt", "arch": "specresnet", "threshold": 0.8, "notes": [],
+            "splits": [{"split": "train", "how": "out-of-fold", "judged": 1, "suspects": 1}]}
+    good = {"predicted": "no", "confidence": 0.9, "how": "out-of-fold", "rank": 1, "speaker": 0.1}
+    path = tmp_path / "j.json"
+    judgments.write(path, data, {0: good}, info)
+    payload = json.loads(path.read_text())
+    payload["suspects"]["test/no/b.png"] = {"predicted": "yes", "confidence": 7, "how": "x", "rank": 2}
+    payload["suspects"]["../../etc/passwd"] = good
+    path.write_text(json.dumps(payload))
+    suspects, read_info = judgments.read(path, data)
+    assert suspects == {0: good} and read_info["name"] == "m/model.pt"
+    assert any("not in this manifest" in n for n in read_info["notes"])
+    assert any("malformed" in n for n in read_info["notes"])
+    payload["settings"] = "0" * 16
+    path.write_text(json.dumps(payload))
+    assert cli.call(audit.main, [str(images), "--out", str(tmp_path / "a"), "--judgments", str(path)]) == 2
+    assert "made for images rendered with other settings" in capsys.readouterr().err
+    path.write_text("[1, 2]")
+    assert cli.call(audit.main, [str(images), "--out", str(tmp_path / "a"), "--judgments", str(path)]) == 2
+    assert "not a label-check file" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()

@@ -1,4 +1,8 @@
-"""Which clips does a model contradict? The label check of `python -m preprocess.audit --model`.
+"""python -m train.suspects: which clips does a model contradict? The audit's label check.
+
+    python -m train.suspects images/ --model models/NAME/model.pt --out judgments.json
+    python -m preprocess.audit images/ --judgments judgments.json      # shows them, ranked
+
 
 val and test clips are judged by the given model: it never trained on them. Train clips are judged
 out of fold: the train split's speakers are cut into K folds, and for each fold a quick model (the
@@ -9,6 +13,7 @@ With folds=0 the given model judges the train split too, and the page says so.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import io
@@ -23,7 +28,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from preprocess.audit import AuditError, Dataset
+from preprocess import cli, judgments
+from preprocess.audit_data import AuditError, Dataset, load_dataset
 from preprocess.render import image_to_tensor
 from preprocess.sources import group_id
 from train.checkpoint import CheckpointError, load_model
@@ -249,3 +255,46 @@ def rank_suspects(suspects: dict[int, dict], evidence: dict[int, float]) -> None
                                             -suspects[i]["confidence"], i))
     for rank, i in enumerate(order, 1):
         suspects[i]["rank"] = rank
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m train.suspects",
+        description="The label check: judge every rendered clip with a model that never trained on it (val and "
+                    "test: the model; train: out-of-fold quick models) and write the clips it contradicts, "
+                    "ranked, to a file that python -m preprocess.audit --judgments shows.",
+        epilog="Exit status: 0 written, 2 could not start (bad images folder, model or options).")
+    parser.add_argument("images", type=Path, help="folder written by `python -m preprocess`")
+    parser.add_argument("--model", type=Path, required=True, metavar="MODEL_PT", help="models/NAME/model.pt")
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE", help="the label-check file to write")
+    parser.add_argument("--folds", type=int, default=5, metavar="K",
+                        help="judge the train split out of fold by K quick models (0: by the model itself, "
+                             "which has seen those clips; default: %(default)s)")
+    parser.add_argument("--fold-epochs", type=int, default=None, metavar="N",
+                        help="epochs of each out-of-fold model (default: quick_epochs)")
+    parser.add_argument("--confidence", type=float, default=0.8, metavar="P",
+                        help="confidence in another class counted as a suspect in the summary (default: %(default)s)")
+    parser.add_argument("--audio-root", type=Path, metavar="DIR", help="where the source clips are")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the out-of-fold training (default: 0)")
+    cli.add_quiet_flag(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.folds < 0 or args.folds == 1 or (args.fold_epochs is not None and args.fold_epochs < 1) \
+            or not 0.0 < args.confidence <= 1.0:
+        parser.error("--folds 0 or >= 2, --fold-epochs >= 1, 0 < --confidence <= 1")
+    if not args.model.is_file():
+        raise AuditError(f"{args.model}: no such model file")
+    data = load_dataset(args.images, args.audio_root)
+    suspects, info = label_check(args.model, data, args.folds, args.fold_epochs, args.confidence, args.seed,
+                                 not args.quiet)
+    judgments.write(args.out, data, suspects, info)
+    print(f"label check of {args.images}: {len(suspects)} clip(s) contradicted by {info['name']} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
