@@ -30,7 +30,8 @@ import numpy as np
 from preprocess.sources import official_which_set as which_set  # the rule that made the lists
 from preprocess.atomic import atomic_write_text
 from preprocess.sources import SPEECH_COMMANDS_WORDS
-from preprocess.synth import NOISE_COLOURS, TAKES_PER_SPEAKER, ClipJob, SynthError, coloured_noise, write_wav
+from preprocess.effects import NOISE_COLOURS, coloured_noise, write_wav
+from preprocess.voices import TAKES_PER_SPEAKER, ClipJob, SynthError
 
 WORDS = SPEECH_COMMANDS_WORDS["v0.02"]
 VALIDATION_PCT = 10.0                 # the dataset's split: 10 % validation, 10 % testing

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from preprocess import synth
+from preprocess import effects, synth, voices
 from preprocess.espeak import (EngineError, LibraryEngine, Voice, default_library_paths, list_variants,
                                load_engine)
 from preprocess.sources import group_id, which_set
@@ -24,7 +24,7 @@ torch.set_num_threads(1)
 WORDS = ["yes", "no"]
 VARIANTS = ["default", "m3", "f2", "whisper"]
 LANGUAGES = ["en", "en-US"]
-PER_WORD = len(VARIANTS) * len(LANGUAGES) * synth.TAKES_PER_SPEAKER  # every accent x variant, both takes
+PER_WORD = len(VARIANTS) * len(LANGUAGES) * voices.TAKES_PER_SPEAKER  # every accent x variant, both takes
 
 
 def run_synth(out: Path, *extra: str, workers: int = 2) -> int:
@@ -74,8 +74,8 @@ def test_files_are_16k_mono_16bit_of_exactly_the_duration(synth_dir, tmp_path):
 
 def test_every_word_accent_and_variant_is_produced(synth_dir):
     info = json.loads((synth_dir / "synth.json").read_text())
-    voices = {(s["language"], s["variant"] or "default") for s in info["speakers"]}
-    assert voices == {(lang, variant) for lang in LANGUAGES for variant in VARIANTS}
+    seen = {(s["language"], s["variant"] or "default") for s in info["speakers"]}
+    assert seen == {(lang, variant) for lang in LANGUAGES for variant in VARIANTS}
     for word in WORDS:
         groups = {group_id(p.name) for p in (synth_dir / word).glob("*.wav")}
         assert groups == {s["group"] for s in info["speakers"]}  # every speaker says every word
@@ -85,20 +85,20 @@ def test_every_word_accent_and_variant_is_produced(synth_dir):
 def test_every_bundled_voice_speaks():
     """All default accents and variants exist in the wheel's data and give non-silent speech."""
     library, data = default_library_paths()
-    assert set(synth.VARIANTS) - {None} <= set(list_variants(data))
-    voices = [Voice(lang) for lang in synth.LANGUAGES] + [Voice("en-US", v) for v in synth.VARIANTS]
+    assert set(voices.VARIANTS) - {None} <= set(list_variants(data))
+    bundled = [Voice(lang) for lang in voices.LANGUAGES] + [Voice("en-US", v) for v in voices.VARIANTS]
     with LibraryEngine(library, data) as engine:
-        for voice in voices:
+        for voice in bundled:
             wave = engine.synth("yes", voice)
             assert len(wave) > 0.1 * engine.sample_rate and np.abs(wave).max() > 0.05, voice.name
 
 
 def test_default_speakers_cycle_through_every_variant_and_accent():
-    jobs, speakers = synth.plan_jobs(WORDS, synth.TAKES_PER_SPEAKER * len(synth.VARIANTS), seed=0)
-    assert {s.voice.variant for s in speakers} == set(synth.VARIANTS)
-    assert {s.voice.language for s in speakers} == set(synth.LANGUAGES)
+    jobs, speakers = voices.plan_jobs(WORDS, voices.TAKES_PER_SPEAKER * len(voices.VARIANTS), seed=0)
+    assert {s.voice.variant for s in speakers} == set(voices.VARIANTS)
+    assert {s.voice.language for s in speakers} == set(voices.LANGUAGES)
     assert len({s.group for s in speakers}) == len(speakers)
-    assert synth.make_speakers(0, 10) == speakers[:10]  # more clips never change the first speakers
+    assert voices.make_speakers(0, 10) == speakers[:10]  # more clips never change the first speakers
 
 
 def test_library_output_does_not_depend_on_what_was_synthesized_before():
@@ -111,7 +111,7 @@ def test_library_output_does_not_depend_on_what_was_synthesized_before():
 
 def test_speaker_hash_split_keeps_each_synthetic_voice_on_one_side(synth_dir, tmp_path):
     # Every file of a speaker (both words, all takes) gets one split from its group id...
-    _, speakers = synth.plan_jobs(WORDS, 400, seed=0)
+    _, speakers = voices.plan_jobs(WORDS, 400, seed=0)
     splits = {s.group: which_set(s.group, 20, 20) for s in speakers}
     assert set(splits.values()) == {"train", "val", "test"}
     # ...and `python -m preprocess --source folder` on the synthetic folder does exactly that.
@@ -185,7 +185,7 @@ def test_coloured_noise_has_the_asked_spectral_slope():
     rng = np.random.default_rng(0)
     low_over_high = []
     for exponent in (0.0, 1.0, 2.0):
-        noise = synth.coloured_noise(rng, 16000, exponent)
+        noise = effects.coloured_noise(rng, 16000, exponent)
         assert abs(np.sqrt(np.mean(noise ** 2)) - 1) < 1e-3
         power = np.abs(np.fft.rfft(noise)) ** 2
         low_over_high.append(power[20:200].mean() / power[2000:8000].mean())  # 20-200 Hz vs 2-8 kHz
@@ -196,19 +196,19 @@ def test_coloured_noise_has_the_asked_spectral_slope():
 def test_trim_silence_keeps_only_the_sound():
     wave = np.zeros(1000, np.float32)
     wave[300:500] = 0.5
-    assert len(synth.trim_silence(wave)) == 200
-    assert len(synth.trim_silence(np.zeros(100, np.float32))) == 0
+    assert len(effects.trim_silence(wave)) == 200
+    assert len(effects.trim_silence(np.zeros(100, np.float32))) == 0
 
 
 def test_breath_follows_the_voice_and_events_are_one_short_burst():
     rng = np.random.default_rng(1)
     speech = np.zeros(16000, np.float32)
     speech[4000:8000] = 0.3 * np.sin(2 * np.pi * 200 * np.arange(4000) / 16000)
-    breathy = synth.add_breath(rng, speech, 16000)
+    breathy = effects.add_breath(rng, speech, 16000)
     added = breathy - speech
-    assert synth._rms(added[4200:7800]) > 0.01 and np.abs(added[:3800]).max() < 1e-3  # only where it speaks
+    assert effects.rms(added[4200:7800]) > 0.01 and np.abs(added[:3800]).max() < 1e-3  # only where it speaks
     high = np.abs(np.fft.rfft(added))[2000:].sum() / np.abs(np.fft.rfft(added)).sum()
     assert high > 0.8  # above ~2 kHz: hiss, not a second voice
-    event = synth.noise_event(rng, 16000, 16000)
+    event = effects.noise_event(rng, 16000, 16000)
     active = np.nonzero(event)[0]
-    assert 0 < active[-1] - active[0] < synth.EVENT_MS[1] / 1000 * 16000
+    assert 0 < active[-1] - active[0] < effects.EVENT_MS[1] / 1000 * 16000

@@ -1,0 +1,141 @@
+"""Synthetic speakers: eSpeak NG voice settings dealt so that many clips come from many voices, and
+the plan of which speaker says which clip (file names carry the speaker, so splits keep them apart)."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import re
+
+import numpy as np
+
+from preprocess.cli import SpecVisionError
+from preprocess.espeak import Voice
+
+# Accents: the English voices in espeak-ng-data/lang/gmw (en-Shaw, the Shavian alphabet, is a script).
+LANGUAGES = ("en", "en-US", "en-029", "en-GB-scotland", "en-GB-x-gbclan", "en-GB-x-gbcwmd",
+             "en-GB-x-rp", "en-US-nyc")
+# Voice variants (espeak-ng-data/voices/!v), None = the language's own voice. The robot voices
+# (robosoft*, UniRobot, anikaRobot, Demonic) are left out: nobody talks like them.
+VARIANTS = (None, "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5",
+            "croak", "whisper", "whisperf", "klatt", "klatt2", "klatt3", "klatt4", "klatt5", "klatt6",
+            "Alex", "Alicia", "Andrea", "Andy", "Annie", "AnxiousAndy", "Denis", "Diogo", "Gene",
+            "Gene2", "Henrique", "Hugo", "Jacky", "Lee", "Marco", "Mario", "Michael", "Mike",
+            "Mr serious", "Nguyen", "Reed", "RicishayMax", "RicishayMax2", "RicishayMax3", "Storm",
+            "Tweaky", "adam", "anika", "announcer", "antonio", "aunty", "belinda", "benjamin", "boris",
+            "caleb", "david", "ed", "edward", "edward2", "fast", "grandma", "grandpa", "gustave", "ian",
+            "iven", "iven2", "iven3", "iven4", "john", "kaukovalta", "linda", "marcelo", "max", "michel",
+            "miguel", "mike2", "norbert", "pablo", "paul", "pedro", "quincy", "rob", "robert", "sandro",
+            "shelby", "steph", "steph2", "steph3", "travis", "victor", "zac")
+
+TAKES_PER_SPEAKER = 2        # clips of each word per speaker
+PITCH = (10, 90)             # eSpeak pitch 0-99 (the variant maps it to Hz)
+PITCH_RANGE = (5, 95)        # eSpeak intonation range 0-99
+RATE = (110, 250)            # words per minute (eSpeak default 175)
+TAKE_PITCH_JITTER = 5        # +- per take, eSpeak units
+TAKE_RANGE_JITTER = 10
+TAKE_RATE_JITTER = 0.08      # +- fraction per take
+ENDINGS = ("", ".", "!", "?", ",")  # punctuation changes eSpeak's intonation contour
+
+
+class SynthError(SpecVisionError):
+    """The run cannot start (bad options or noise folder); the message says why."""
+
+
+# ---------------------------------------------------------------- speakers and clip plans
+
+@dataclasses.dataclass(frozen=True)
+class Speaker:
+    voice: Voice
+
+    @property
+    def group(self) -> str:
+        """File-name-safe id, e.g. 'enus-f3-p42-r61-s180': every setting that makes the voice."""
+        v = self.voice
+        language = re.sub(r"[^a-z0-9]", "", v.language.lower())
+        variant = re.sub(r"[^a-z0-9]", "", (v.variant or "default").lower())
+        return f"{language}-{variant}-p{v.pitch:02d}-r{v.pitch_range:02d}-s{v.rate:03d}"
+
+
+def seeded_rng(*keys: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(list(keys)))
+
+
+def word_key(word: str) -> int:
+    return int.from_bytes(hashlib.sha256(word.encode("utf-8")).digest()[:8], "big")
+
+
+def make_speakers(seed: int, count: int, languages=LANGUAGES, variants=VARIANTS) -> list[Speaker]:
+    """`count` distinct speakers; the first k are the same for any count >= k.
+
+    Variants and accents are dealt in a seeded order, cycling, so every variant is used once there
+    are as many speakers as variants, and accents rotate across variants.
+    """
+    rng = seeded_rng(seed, 0x5BEA)
+    variant_order = [variants[i] for i in rng.permutation(len(variants))]
+    language_order = [languages[i] for i in rng.permutation(len(languages))]
+    speakers, groups = [], set()
+    for index in range(count):
+        variant = variant_order[index % len(variants)]
+        language = language_order[(index + index // len(variants)) % len(languages)]
+        for _ in range(1000):  # redraw the prosody in the (rare) case of an existing group id
+            speaker = Speaker(Voice(language, variant, pitch=int(rng.integers(*PITCH, endpoint=True)),
+                                    pitch_range=int(rng.integers(*PITCH_RANGE, endpoint=True)),
+                                    rate=int(rng.integers(*RATE, endpoint=True))))
+            if speaker.group not in groups:
+                break
+        else:
+            raise SynthError(f"cannot make {count} distinct speakers from {len(variants)} variants and "
+                             f"{len(languages)} accents: use more of them or fewer clips")
+        groups.add(speaker.group)
+        speakers.append(speaker)
+    return speakers
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipJob:
+    word: str
+    index: int        # 0 .. per_word-1
+    speaker: Speaker
+    seed: int
+
+    @property
+    def take(self) -> int:
+        return self.index % TAKES_PER_SPEAKER
+
+    @property
+    def relative_path(self) -> str:
+        return f"{self.word}/{self.speaker.group}_nohash_{self.take}.wav"
+
+
+@dataclasses.dataclass(frozen=True)
+class UnknownJob(ClipJob):
+    """A clip of a non-target word: index counts that word's clips, so every file name is new."""
+
+    @property
+    def relative_path(self) -> str:
+        return f"{self.word}/{self.speaker.group}_nohash_u{self.index}.wav"
+
+
+def plan_unknown_jobs(words: list[str], count: int, speakers: list[Speaker], seed: int) -> list[UnknownJob]:
+    """`count` clips of other words, the words taken in turn and the speakers in turn (the targets'
+    speakers: the same voices say target and unknown words, so voice is no clue to the class)."""
+    return [UnknownJob(words[i % len(words)], i // len(words), speakers[i % len(speakers)], seed)
+            for i in range(count)]
+
+
+def plan_jobs(words: list[str], per_word: int, seed: int, languages=LANGUAGES, variants=VARIANTS):
+    speakers = make_speakers(seed, math.ceil(per_word / TAKES_PER_SPEAKER), languages, variants)
+    jobs = [ClipJob(word, index, speakers[index // TAKES_PER_SPEAKER], seed)
+            for word in words for index in range(per_word)]
+    return jobs, speakers
+
+
+def take_voice(base: Voice, rng: np.random.Generator) -> Voice:
+    """The speaker's voice with this take's small pitch, range and rate jitter."""
+    def jitter(value: int, limit: int) -> int:
+        return int(np.clip(value + rng.integers(-limit, limit + 1), 0, 99))
+    pitch = jitter(base.pitch, TAKE_PITCH_JITTER)
+    pitch_range = jitter(base.pitch_range, TAKE_RANGE_JITTER)
+    rate = int(round(base.rate * rng.uniform(1 - TAKE_RATE_JITTER, 1 + TAKE_RATE_JITTER)))
+    return dataclasses.replace(base, pitch=pitch, pitch_range=pitch_range, rate=rate)
