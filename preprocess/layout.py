@@ -2,6 +2,8 @@
 
     images/<split>/<class>/<stem>.png   split in SPLITS
     images/render.json                  {"settings", "settings_hash", "source"}: how the PNGs were made
+    images/manifest.csv                 one row per clip (MANIFEST_FIELDS): where it came from, its split,
+                                        label, PNG, status, and the per-clip flags the audit shows
 
 Every stage that needs the render settings gets them from `render_settings` (an images folder or a
 model file; train.checkpoint copies render.json's settings into model.pt as "render") or, when it
@@ -9,16 +11,24 @@ also needs the source record, from `read_render_record`.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 from pathlib import Path
 
+from preprocess import flags
 from preprocess.atomic import atomic_write_text
 from preprocess.cli import SpecVisionError
 from preprocess.render import RenderSettings
 
 SPLITS = ("train", "val", "test")
 RENDER_JSON = "render.json"
+MANIFEST = "manifest.csv"
+# size, mtime_ns: the clip file's stat (a re-run skips a clip whose stat is unchanged without reading it);
+# flags.MANIFEST_FIELDS: what the audit needs to know of each clip (flags, length, level, image sketch)
+MANIFEST_FIELDS = ("source", "sha256", "split", "label", "png", "status", "reason", "size", "mtime_ns") \
+    + flags.MANIFEST_FIELDS
 
 
 class SettingsError(SpecVisionError, ValueError):
@@ -59,3 +69,16 @@ def render_settings(path: str | os.PathLike) -> RenderSettings:
         return RenderSettings.from_dict(render)
     except Exception as err:  # unpickling and zip errors come in many types
         raise SettingsError(f"{path}: no render settings readable from this model file ({err})") from None
+
+
+def read_manifest(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_manifest(path: Path, rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")  # rows as lists: twice as fast as DictWriter
+    writer.writerow(MANIFEST_FIELDS)
+    writer.writerows([row.get(field, "") for field in MANIFEST_FIELDS] for row in rows)
+    atomic_write_text(path, buffer.getvalue())

@@ -399,7 +399,7 @@ def test_fifos_folders_and_garbage_named_like_clips_are_failed_not_skipped(tmp_p
     assert "not a regular file (a folder)" in rows["no/folder_nohash_0.wav"]["reason"]
     assert "0x" not in rows["no/text_nohash_0.wav"]["reason"]  # no object address: runs are comparable
     # the same rows, reasons included; size/mtime_ns are left out: a clip written under 2 s before a
-    # run is not trusted by its stat (prepare.RACY_WINDOW_NS), so the first run may leave them empty
+    # run is not trusted by its stat (plan.RACY_WINDOW_NS), so the first run may leave them empty
     def comparable(out):
         return [{k: v for k, v in row.items() if k not in ("size", "mtime_ns")} for row in manifest(out).values()]
     assert comparable(first) == comparable(second)
