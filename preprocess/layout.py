@@ -1,6 +1,6 @@
 """An images folder as `python -m preprocess` leaves it, and the one reader of its render settings.
 
-    images/<split>/<class>/<stem>.png   split in SPLITS
+    images/<split>/<class>/<stem>.png   split in SPLITS; class: a word, or UNKNOWN / SILENCE
     images/render.json                  {"settings", "settings_hash", "source"}: how the PNGs were made
     images/manifest.csv                 one row per clip (MANIFEST_FIELDS): where it came from, its split,
                                         label, PNG, status, and the per-clip flags the audit shows
@@ -23,6 +23,9 @@ from preprocess.cli import SpecVisionError
 from preprocess.render import RenderSettings
 
 SPLITS = ("train", "val", "test")
+UNKNOWN = "unknown"              # class folder names of the two open-world classes (preprocess/openworld.py)
+SILENCE = "silence"
+EXTRA_CLASSES = (UNKNOWN, SILENCE)
 RENDER_JSON = "render.json"
 MANIFEST = "manifest.csv"
 # size, mtime_ns: the clip file's stat (a re-run skips a clip whose stat is unchanged without reading it);

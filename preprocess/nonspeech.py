@@ -7,7 +7,7 @@ silence class never saw"). Real audio is full of them (music, alarms, phones, hu
 of the silence class is made of them.
 
 Each clip is a pure function of (seed, split, index): the same inputs give the same samples, the
-splits never share a clip, and a file's name (openworld.Crop.name) carries VERSION, the seed, the split
+splits never share a clip, and a file's name (silence.Crop.name) carries VERSION, the seed, the split
 and the index, so changing this generator means raising VERSION (old files are then replaced).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ VERSION = 1
 SAMPLE_RATE = 16000
 LEVEL_DB = (-40.0, -6.0)     # RMS level in dBFS, uniform: from barely there to loud
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
-STREAM = 0x9051              # keeps these draws apart from the noise crops' (openworld.plan_crops)
+STREAM = 0x9051              # keeps these draws apart from the noise crops' (silence.Crop.name)
 
 
 def _log_uniform(rng: np.random.Generator, low: float, high: float, size=None):

@@ -1,4 +1,4 @@
-"""Generated non-speech in the 'silence' class (preprocess/nonspeech.py, openworld.plan_crops).
+"""Generated non-speech in the 'silence' class (preprocess/nonspeech.py, silence.plan_crops).
 
 Why it is there: a model whose 'silence' class holds only background recordings calls tones, chords,
 chirps and clicks "yes" or "no". The last test trains two small real models on eSpeak NG speech, one
@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from preprocess import nonspeech, openworld, prepare, sources
+from preprocess import nonspeech, prepare, silence, sources
 from train import predict
 from train import train as train_cli
 
@@ -24,14 +24,14 @@ SR = 16000
 def test_nonspeech_is_a_share_of_the_silence_class_split_apart_and_fixed_by_its_name(tmp_path):
     noise = tmp_path / "hiss.wav"
     sf.write(noise, np.random.default_rng(0).standard_normal(16000 * 30).astype(np.float32) * 0.05, 16000)
-    regions = openworld.noise_regions([noise], lambda key: sources.which_set(key, 25, 25))
+    regions = silence.noise_regions([noise], lambda key: sources.which_set(key, 25, 25))
     counts = {"train": 60, "val": 20, "test": 20}
-    crops, _ = openworld.plan_crops(regions, counts, seed=5, digital_pct=10, nonspeech_pct=50)
+    crops, _ = silence.plan_crops(regions, counts, seed=5, digital_pct=10, nonspeech_pct=50)
     generated = [c for c in crops if c.nonspeech is not None]
     assert collections.Counter(c.split for c in generated) == {"train": 30, "val": 10, "test": 10}
     assert all(c.region is None for c in generated)
     assert len({c.nonspeech for c in generated}) >= 7  # many kinds of sound, not one
-    clips = openworld.write_crops(crops, tmp_path / "crops")
+    clips = silence.write_crops(crops, tmp_path / "crops")
     by_name = {c.path.name: c for c in clips}
     digests = {}
     for crop in generated:
@@ -44,9 +44,9 @@ def test_nonspeech_is_a_share_of_the_silence_class_split_apart_and_fixed_by_its_
     assert all(len(splits) == 1 for splits in digests.values())  # no clip is in two splits
     # the same seed gives the same files; another seed other names, and the old files are removed
     first = {c.path.name: c.path.read_bytes() for c in clips}
-    assert {c.path.name: c.path.read_bytes() for c in openworld.write_crops(crops, tmp_path / "again")} == first
-    other, _ = openworld.plan_crops(regions, counts, seed=6, digital_pct=10, nonspeech_pct=50)
-    openworld.write_crops(other, tmp_path / "crops")
+    assert {c.path.name: c.path.read_bytes() for c in silence.write_crops(crops, tmp_path / "again")} == first
+    other, _ = silence.plan_crops(regions, counts, seed=6, digital_pct=10, nonspeech_pct=50)
+    silence.write_crops(other, tmp_path / "crops")
     left = {p.name for p in (tmp_path / "crops").glob("nonspeech-*.wav")}
     assert left and all("_s6_" in name for name in left)
 

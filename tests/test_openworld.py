@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from preprocess import openworld, prepare, sources, synth, wordlist
+from preprocess import openworld, prepare, silence, sources, synth, wordlist
 from preprocess.render import RenderSettings
 from train import balance, detect, predict
 from train.checkpoint import atomic_torch_save, make_checkpoint
@@ -58,12 +58,12 @@ def test_extra_classes_have_their_share_of_every_split(open_images):
         assert table[(split, "unknown")] / total == pytest.approx(0.25, abs=0.01)
         assert table[(split, "silence")] / total == pytest.approx(0.20, abs=0.01)
         assert table[(split, "yes")] > 0 and table[(split, "no")] > 0
-        silence = [r["source"] for r in rows(open_images) if r["split"] == split and r["label"] == "silence"]
-        generated = sum("/nonspeech-" in s for s in silence)
-        assert generated == round(len(silence) * openworld.NONSPEECH_PCT / 100)  # its share of silence
+        crops = [r["source"] for r in rows(open_images) if r["split"] == split and r["label"] == "silence"]
+        generated = sum("/nonspeech-" in s for s in crops)
+        assert generated == round(len(crops) * silence.NONSPEECH_PCT / 100)  # its share of silence
     record = json.loads((open_images / "render.json").read_text())["source"]
     assert record["targets"] == ["no", "yes"]
-    assert record["silence"]["nonspeech_pct"] == openworld.NONSPEECH_PCT
+    assert record["silence"]["nonspeech_pct"] == silence.NONSPEECH_PCT
     assert record["unknown"]["words"] == ["bed", "cat", "happy"]
     # every word is used in every split, in turn (not all the clips of one word first)
     words = collections.Counter((r["split"], r["source"].split("/")[1]) for r in rows(open_images)
@@ -102,10 +102,10 @@ def test_speechcommands_source_puts_unknown_speakers_on_their_official_side(real
 
 
 def test_noise_crops_of_different_splits_never_overlap(real_data):
-    paths, problems = openworld.noise_files([real_data / openworld.NOISE_FOLDER])
+    paths, problems = silence.noise_files([real_data / silence.NOISE_FOLDER])
     assert len(paths) == 6 and not problems
-    regions = openworld.noise_regions(paths, lambda key: sources.which_set(key, 20, 20))
-    crops, notes = openworld.plan_crops(regions, {"train": 300, "val": 100, "test": 100}, seed=3)
+    regions = silence.noise_regions(paths, lambda key: sources.which_set(key, 20, 20))
+    crops, notes = silence.plan_crops(regions, {"train": 300, "val": 100, "test": 100}, seed=3)
     assert not notes
     assert sum(c.region is None and c.nonspeech is None for c in crops) == 30 + 10 + 10  # digital, 10 %
     assert sum(c.nonspeech is not None for c in crops) == 75 + 25 + 25  # generated non-speech, 25 %
@@ -123,7 +123,7 @@ def test_noise_crops_of_different_splits_never_overlap(real_data):
                 assert sa == sb or a1 <= b0 or b1 <= a0, f"{name}: {sa} and {sb} crops overlap"
     # all three splits get crops of several recordings, and the plan is a pure function of its inputs
     assert {c.split for c in crops if c.region} == set(sources.SPLITS)
-    again, _ = openworld.plan_crops(regions, {"train": 300, "val": 100, "test": 100}, seed=3)
+    again, _ = silence.plan_crops(regions, {"train": 300, "val": 100, "test": 100}, seed=3)
     assert again == crops
 
 
@@ -133,10 +133,10 @@ def test_silence_crops_are_written_deterministically_at_their_gain(tmp_path):
     folder = tmp_path / "noise"
     folder.mkdir()
     sf.write(folder / "hum.wav", noise, rate, subtype="FLOAT")
-    regions = openworld.noise_regions([folder / "hum.wav"], lambda key: "train")
-    crops, _ = openworld.plan_crops(regions, {"train": 5, "val": 0, "test": 0}, seed=0, digital_pct=20,
+    regions = silence.noise_regions([folder / "hum.wav"], lambda key: "train")
+    crops, _ = silence.plan_crops(regions, {"train": 5, "val": 0, "test": 0}, seed=0, digital_pct=20,
                                     nonspeech_pct=0)
-    clips = openworld.write_crops(crops, tmp_path / "crops")
+    clips = silence.write_crops(crops, tmp_path / "crops")
     assert [c.label for c in clips] == ["silence"] * 5
     digital, *noisy = [sf.read(c.path)[0] for c in clips]
     assert not np.any(digital)
@@ -144,7 +144,7 @@ def test_silence_crops_are_written_deterministically_at_their_gain(tmp_path):
         expected = noise[crop.offset:crop.offset + rate] * 10 ** (crop.gain_db / 20)
         np.testing.assert_allclose(wave, expected, atol=1e-6)
     first = [c.path.read_bytes() for c in clips]
-    openworld.write_crops(crops, tmp_path / "crops")
+    silence.write_crops(crops, tmp_path / "crops")
     assert [c.path.read_bytes() for c in clips] == first
 
 
@@ -212,11 +212,11 @@ def test_silence_crops_are_the_same_bytes_on_every_run(tmp_path):
     a second apart disagree."""
     noise = tmp_path / "noise.wav"
     sf.write(noise, np.random.default_rng(0).standard_normal(16000 * 10).astype(np.float32) * 0.1, 16000)
-    regions = [openworld.NoiseRegion(noise, noise.name, 16000, 0, 16000 * 10, "train")]
-    crops, _ = openworld.plan_crops(regions, {"train": 4, "val": 0, "test": 0}, seed=0, digital_pct=50)
-    first = openworld.write_crops(crops, tmp_path / "first")
+    regions = [silence.NoiseRegion(noise, noise.name, 16000, 0, 16000 * 10, "train")]
+    crops, _ = silence.plan_crops(regions, {"train": 4, "val": 0, "test": 0}, seed=0, digital_pct=50)
+    first = silence.write_crops(crops, tmp_path / "first")
     time.sleep(1.1)
-    second = openworld.write_crops(crops, tmp_path / "second")
+    second = silence.write_crops(crops, tmp_path / "second")
     assert [c.path.read_bytes() for c in first] == [c.path.read_bytes() for c in second]
 
 

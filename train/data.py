@@ -22,7 +22,7 @@ from tqdm import tqdm
 from preprocess.cli import SpecVisionError
 from preprocess.images import ImageError, check_png, decode, open_png
 from preprocess.layout import SPLITS
-from preprocess.openworld import NONSPEECH_PREFIX
+from preprocess.silence import NONSPEECH_PREFIX
 from preprocess.render import RenderSettings, colormap_lut, image_to_tensor
 
 # Augmentation strength (fractions of the image width/height; a 201x81 image is 81 frames of 12.5 ms).

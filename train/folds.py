@@ -16,7 +16,7 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
-from preprocess import openworld, sources
+from preprocess import silence, sources
 from preprocess.cli import SpecVisionError
 
 FOLD_SALT = b"specvision-openset-fold-v1:"
@@ -86,7 +86,7 @@ def collect(folders: list[Path], targets: list[str]) -> Corpus:
         try:
             clips = sources.folder_clips(folder)
         except sources.SourceError as err:
-            if (folder / openworld.NOISE_FOLDER).is_dir() and "no audio files" in str(err):
+            if (folder / silence.NOISE_FOLDER).is_dir() and "no audio files" in str(err):
                 clips = []  # a folder of background recordings only
             else:
                 raise FoldError(str(err)) from None
@@ -97,8 +97,8 @@ def collect(folders: list[Path], targets: list[str]) -> Corpus:
                             f"SPEAKER{sources.NOHASH}N.wav so that a split can keep each speaker on one side")
         for clip in clips:
             (found_targets if clip.label in targets else others).append((clip.label, clip.path))
-        if (folder / openworld.NOISE_FOLDER).is_dir():
-            paths, _ = openworld.noise_files([folder / openworld.NOISE_FOLDER])
+        if (folder / silence.NOISE_FOLDER).is_dir():
+            paths, _ = silence.noise_files([folder / silence.NOISE_FOLDER])
             noise += paths
     missing = sorted(set(targets) - {w for w, _ in found_targets})
     if missing:
@@ -119,5 +119,5 @@ def fold_material(corpus: Corpus, fold: int, folds: int) -> Material:
             others[split].append((word, path))
         elif split == "test":  # a held-out word's other speakers: in no split at all
             unseen.append((word, path))
-    regions = openworld.noise_regions(corpus.noise, lambda key: split_of(key, fold, folds))
+    regions = silence.noise_regions(corpus.noise, lambda key: split_of(key, fold, folds))
     return Material(targets, others, unseen, held, regions)

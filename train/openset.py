@@ -44,7 +44,7 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from preprocess import cli, nonspeech, openworld, sources
+from preprocess import cli, nonspeech, openworld, silence, sources
 from preprocess import prepare as prepare_cli
 from preprocess import synth as synth_cli
 from preprocess.render import load_audio
@@ -110,10 +110,10 @@ def build_audio(material: Material, folder: Path, seed: int, targets_words: list
     unknown, notes = openworld.sample_unknown(candidates, unknown_counts, seed)
     for clip in unknown:
         _link(clip.path, folder / clip.split / openworld.UNKNOWN, openworld.png_stem(clip) + clip.path.suffix)
-    crops, more = openworld.plan_crops(material.regions, openworld.split_counts(fake, SILENCE_PCT, UNKNOWN_PCT),
+    crops, more = silence.plan_crops(material.regions, openworld.split_counts(fake, SILENCE_PCT, UNKNOWN_PCT),
                                        seed)
     for split in sources.SPLITS:
-        openworld.write_crops([c for c in crops if c.split == split], folder / split / openworld.SILENCE)
+        silence.write_crops([c for c in crops if c.split == split], folder / split / openworld.SILENCE)
     for note in notes + more:
         print(f"note: {note}", file=sys.stderr)
 
@@ -140,7 +140,7 @@ def classify(predictor: Predictor, waves: list[np.ndarray]) -> list[str]:
 
 
 def test_noise_crops(material: Material, count: int, seed: int) -> list[np.ndarray]:
-    crops, _ = openworld.plan_crops(material.regions, {"train": 0, "val": 0, "test": count}, seed + 7919,
+    crops, _ = silence.plan_crops(material.regions, {"train": 0, "val": 0, "test": count}, seed + 7919,
                                     digital_pct=0.0, nonspeech_pct=0.0)
     return [recordings.to_16k(*c.samples()) for c in crops]
 
