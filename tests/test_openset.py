@@ -200,3 +200,19 @@ def test_scan_misses_names_the_stage_that_lost_each_clip():
     late = dataclasses.replace(edge, time=8.0 + det_curve.MATCH_SLACK_S + 0.05)
     assert openset.scan_misses(dataclasses.replace(scan, detections=[late]), ["no", "yes"],
                                laid[3:4])["detection"] == 1
+
+
+def test_summary_pools_the_det_curves_and_averages_the_rest_over_folds():
+    def fold(acc, unseen, fa, misses, hours):
+        det = {"thresholds": [0.5, 0.9], "false_accepts": fa, "misses": misses, "negative_hours": hours,
+               "targets": 10}
+        return {"open": {**dict.fromkeys(openset.KEYS, 0.0), "target_acc": acc,
+                         "unseen_word_false_accept_rate": unseen, "negative_hours": hours, "det": det}}
+    summary = openset.summarise([fold(0.9, 0.1, [4, 1], [0, 2], 2.0), fold(1.0, None, [2, 0], [1, 3], 2.0)],
+                                models=["open"])
+    assert "closed" not in summary and summary["open"]["target_acc"] == 0.95
+    assert summary["open"]["unseen_word_false_accept_rate"] == 0.1   # a fold without held-out words: left out
+    assert summary["open"]["negative_hours"] == 4.0
+    assert summary["open"]["det"]["false_accepts"] == [6, 1] and summary["open"]["det"]["misses"] == [1, 5]
+    assert summary["open"]["frr_at_fa_per_hour"] == {"0.5": 0.25, "1": 0.25, "2": 0.05}
+    assert "| open |" in openset.table(summary, ["open"])

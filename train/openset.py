@@ -267,6 +267,8 @@ def run_fold(args, fold: int) -> dict:
                                        "synth_unknown")
     build_audio(material, work / "audio", args.seed, args.words, synthetic, synthetic_unknown)
     for name, words in (("closed", args.words), ("open", None)):
+        if name not in args.models:
+            continue
         images = work / f"images_{name}"
         argv = ["--source", "folder", "--root", str(work / "audio"), "--out", str(images), "--force",
                 "--workers", str(args.workers), "--quiet"]
@@ -285,7 +287,7 @@ def score_fold(args, fold: int, folder: Path, material: Material) -> dict:
     """Both models of one fold (folder/closed, folder/open), scored on the fold's test material;
     each model's DET sweep is kept beside it (det.json)."""
     results = {"held_out_words": material.held_out}
-    for name in ("closed", "open"):
+    for name in args.models:
         results[name], curve = score(folder / name / "model.pt", material, args.negative_hours, args.seed + fold,
                                      scanner={"hop_s": args.hop, "smooth_s": args.smooth,
                                               "threshold": args.threshold})
@@ -302,15 +304,16 @@ def rescore_fold(args, fold: int) -> dict:
     return score_fold(args, fold, fold_folder(args.score_only, fold), material)
 
 
+MODELS = ("closed", "open")
 KEYS = ("target_acc", "false_accept_rate", "unseen_word_false_accept_rate", "noise_false_accept_rate",
         "nonspeech_false_accept_rate", "false_accepts_per_hour", "scan_recall", "negative_hours")
 
 
-def summarise(results: list[dict]) -> dict:
+def summarise(results: list[dict], models=MODELS) -> dict:
     """Means over folds (folds without a figure, e.g. no held-out word, left out); the DET figures
     from the folds' sweeps pooled (det_curve.pooled)."""
     summary = {}
-    for name in ("closed", "open"):
+    for name in models:
         values = {k: [f[name][k] for f in results if f[name][k] is not None] for k in KEYS}
         summary[name] = {k: round(float(np.mean(v)), 4) if v else None for k, v in values.items()}
         summary[name]["negative_hours"] = round(float(sum(values["negative_hours"])), 3)
@@ -321,10 +324,10 @@ def summarise(results: list[dict]) -> dict:
     return summary
 
 
-def table(summary: dict) -> str:
+def table(summary: dict, models=MODELS) -> str:
     keys = KEYS + ("frr@0.5/h", "frr@1/h", "frr@2/h")
     lines = ["| model | " + " | ".join(keys) + " |", "| --- |" + " ---: |" * len(keys)]
-    for name in ("closed", "open"):
+    for name in models:
         row = [summary[name][k] for k in KEYS] + list(summary[name]["frr_at_fa_per_hour"].values())
         lines.append(f"| {name} | " + " | ".join("-" if v is None else f"{v:g}" for v in row) + " |")
     return "\n".join(lines)
@@ -374,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="training budget per model (default: the recipe's, see python -m train)")
     parser.add_argument("--train-arg", action="append", default=[], metavar="ARG",
                         help="one more option for python -m train (repeatable, e.g. --train-arg=--speed=0.1)")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
+                        help="train and score only these (e.g. open, to compare open-model recipes; default: both)")
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     parser.add_argument("--workers", type=int, default=cli.available_cores(),
                         help="processes for rendering and synthesis (default: %(default)s)")
@@ -396,7 +401,7 @@ def check(args) -> None:
     args.corpus = folds.collect(args.data, args.words)
     if args.score_only is not None:
         missing = [str(fold_folder(args.score_only, k) / name / "model.pt") for k in range(args.folds)
-                   for name in ("closed", "open") if not (fold_folder(args.score_only, k) / name / "model.pt").is_file()]
+                   for name in args.models if not (fold_folder(args.score_only, k) / name / "model.pt").is_file()]
         if missing:
             raise cli.SpecVisionError(f"--score-only: no model at {', '.join(missing)}")
 
@@ -409,17 +414,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, min(torch.get_num_threads(), args.workers)))
     fold_run = run_fold if args.score_only is None else rescore_fold
     results = [fold_run(args, fold) for fold in tqdm(range(args.folds), desc="folds", disable=args.folds < 2)]
-    summary = summarise(results)
+    summary = summarise(results, args.models)
     out = args.out or args.score_only
-    det_curve.plot({name: summary[name]["det"] for name in ("closed", "open")}, out / "det.png")
-    (out / "det.json").write_text(json.dumps({name: summary[name].pop("det") for name in ("closed", "open")}))
+    det_curve.plot({name: summary[name]["det"] for name in args.models}, out / "det.png")
+    (out / "det.json").write_text(json.dumps({name: summary[name].pop("det") for name in args.models}))
     for fold in results:
-        for name in ("closed", "open"):
+        for name in args.models:
             fold[name].pop("det")
     summary.update(folds=args.folds, synthetic=args.synthetic, synthetic_unknown=args.synthetic_unknown,
                    words=args.words, data=[str(d) for d in args.data], per_fold=results,
                    seconds=round(time.perf_counter() - start, 1))
-    print(table(summary))
+    print(table(summary, args.models))
     print(f"DET curve: {out / 'det.png'}", file=sys.stderr)
     print(json.dumps(summary))
     return 0
