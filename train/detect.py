@@ -30,16 +30,26 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from preprocess.openworld import UNKNOWN
-from preprocess.render import MAX_AUDIO_SECONDS, audio_blocks, open_audio
+from preprocess.render import MAX_AUDIO_SECONDS, RenderSettings, audio_blocks, open_audio
 
-if TYPE_CHECKING:
-    from train.predict import Predictor
+
+class Predictor(Protocol):
+    """What the scanner needs of a model. train.predict.Predictor is the one the project uses; the
+    scanner names only this, so predict may import the scanner and never the other way round."""
+    settings: RenderSettings
+    classes: list[str]
+    targets: list[str]
+
+    def audio_tensor(self, wave: np.ndarray) -> torch.Tensor: ...
+    def logits(self, batch: torch.Tensor) -> torch.Tensor: ...
+    def default_hop_s(self) -> float: ...
+    def default_gate_db(self) -> float: ...
 
 # ---------------------------------------------------------------- defaults (seconds, dB)
 DEFAULT_HOP_S = 0.25          # one window every 250 ms: each word is seen by about 4 windows

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 
 from preprocess.atomic import atomic_write_text, atomic_writer
-
-if TYPE_CHECKING:
-    from train.detect import Scan
 
 
 def confusion_matrix(labels, predictions, num_classes: int) -> list[list[int]]:
@@ -101,7 +96,7 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: str | o
     plt.close(fig)
 
 
-def plot_timeline(scan: Scan, classes: list[str], out: str | os.PathLike) -> None:
+def plot_timeline(scan, classes: list[str], out: str | os.PathLike) -> None:
     """A long recording scanned by train.detect: waveform with the detections on top, per-class
     confidence over time below; atomic write."""
     from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
