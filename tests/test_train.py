@@ -24,8 +24,8 @@ from preprocess.render import (RenderSettings, image_to_tensor, read_png_metadat
 from bench import train_speed as bench
 from train import evaluate as evaluate_cli
 from train.checkpoint import STATE_FILE, load_checkpoint, load_model
-from train.data import (BackgroundMix, DataError, NoiseFloor, SpecAugment, SpectrogramFolder, SpeedPerturb,
-                        build_datasets)
+from train.augment import BackgroundMix, NoiseFloor, SpecAugment, SpeedPerturb
+from train.data import DataError, SpectrogramFolder, build_datasets
 from train.engine import exponential_average
 from train.metrics import classification_report
 from train.models import ARCHITECTURES, DEFAULT_ARCH, PretrainedError, build_model, load_pretrained
@@ -598,4 +598,4 @@ def test_help_explains_the_clis(capsys):
             cli(["--help"])
         assert exit_info.value.code == 0
         text = capsys.readouterr().out
-        assert "--images" in text and "usage: python -m train" in text
+        assert "--images" in text and "usage: python -m " in text

@@ -37,8 +37,9 @@ from train import balance
 from train.checkpoint import (STATE_FILE, atomic_torch_save, cpu_state_dict, load_train_state,
                               make_checkpoint, resume_config, save_train_state)
 from train.engine import exponential_average, score_loader, train_one_epoch
-from train.data import (BACKGROUND_PROBABILITY, NOISE_PROBABILITY, SPEED_CHANGE, BackgroundMix, DataError,
-                        NoiseFloor, SpecAugment, SpeedPerturb, Unaugmented, build_datasets)
+from train.augment import (BACKGROUND_PROBABILITY, NOISE_PROBABILITY, SPEED_CHANGE, BackgroundMix, NoiseFloor,
+                           SpecAugment, SpeedPerturb)
+from train.data import DataError, Unaugmented, build_datasets
 from train.metrics import (classification_report, format_confusion, plot_confusion, plot_curves,
                            write_json_atomic)
 from train.models import ARCHITECTURES, DEFAULT_ARCH, build_model, load_pretrained
