@@ -309,6 +309,7 @@ def run_label_check(args, into: Path) -> Path:
                          exit_code=code if code in (cli.EXIT_UNUSABLE, cli.EXIT_INTERRUPTED) else cli.EXIT_UNUSABLE)
     return into
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -7,14 +7,16 @@
          output folder, an output folder in use, a full disk, out of memory
     130  interrupted (Ctrl-C); 141: the reader of stdout went away (`... | head`)
 
-A command raises SpecVisionError (or a subclass) for anything the user can fix; `run` prints it as one
-`error: ...` line, without a traceback, and exits with its code. train imports this module; preprocess
+A command raises SpecVisionError (or a subclass) for anything the user can fix; its main is decorated
+with `command`, which prints it as one `error: ...` line, without a traceback, and returns its code;
+`run` exits with it. train imports this module; preprocess
 never imports train.
 """
 from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import os
 import sys
 
@@ -45,6 +47,16 @@ def disk_full_message(err: OSError) -> str | None:
 def run(main, argv: list[str] | None = None) -> None:
     """Run a command's `main(argv) -> exit code` and exit with it; user errors never show a traceback."""
     sys.exit(call(main, argv))
+
+
+def command(main):
+    """Decorator of a command's `main(argv) -> exit code`: the decorated main returns the exit code
+    for errors too (SpecVisionError, Ctrl-C, out of memory, a full disk), printed as one line, so a
+    command never prints `error:` itself and callers (tests, other commands) get the code."""
+    @functools.wraps(main)
+    def checked(argv: list[str] | None = None) -> int:
+        return call(main, argv)
+    return checked
 
 
 def call(main, argv: list[str] | None = None) -> int:

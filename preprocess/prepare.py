@@ -303,6 +303,7 @@ def merge_shards(out: Path, count: int) -> int:
     return 1 if any(r["status"] == "failed" for r in rows) else 0
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -317,9 +318,6 @@ def main(argv: list[str] | None = None) -> int:
                 raise PrepareError("--force cannot be used with --shard (it would delete the other "
                                    "shards' images); use --force in a one-process run")
         return prepare(args)
-    except cli.SpecVisionError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
     except KeyboardInterrupt:
         print("interrupted: run again to finish (finished images are kept)", file=sys.stderr)
         return 130

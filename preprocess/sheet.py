@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import collections
 import random
-import sys
+
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +37,8 @@ BACKGROUND = (255, 255, 255)
 CAPTION_BG, CAPTION_FG, WARN_FG = (32, 32, 32), (235, 235, 235), (255, 80, 80)
 BROKEN_TILE = (160, 0, 0)
 
-
 class SheetError(SpecVisionError):
     """No images to show, or an images dir that is not laid out as <split>/<class>/*.png."""
-
 
 def find_images(images: Path, split: str | None = None) -> dict[str, list[str]]:
     """class -> sorted PNG paths relative to `images`, from <split>/<class>/ (or <class>/ directly)."""
@@ -64,7 +62,6 @@ def find_images(images: Path, split: str | None = None) -> dict[str, list[str]]:
         raise SheetError(f"{images}: no PNG images under {[d.name for d in split_dirs]}")
     return by_class
 
-
 def select(paths: list[str], per_class: int, sample: bool, seed: int) -> list[str]:
     """Deterministic choice: the first N in sorted order, or a seeded random sample (shown sorted)."""
     if len(paths) <= per_class:
@@ -72,7 +69,6 @@ def select(paths: list[str], per_class: int, sample: bool, seed: int) -> list[st
     if sample:
         return sorted(random.Random(seed).sample(paths, per_class))
     return paths[:per_class]
-
 
 def expected_size(images: Path, paths: list[Path]) -> tuple[int, int]:
     """(width, height) every tile should have: from render.json, else the most common PNG size."""
@@ -91,10 +87,8 @@ def expected_size(images: Path, paths: list[Path]) -> tuple[int, int]:
             pass
     return sizes.most_common(1)[0][0] if sizes else (81, 201)
 
-
 def _font(size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
-
 
 def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
     """Shorten the middle of `text` with '~' until it fits `width` pixels."""
@@ -107,7 +101,6 @@ def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
         if draw.textlength(short, font=font) <= width:
             return short
     return text[:4]
-
 
 def make_tile(path: Path, caption: str, size: tuple[int, int], scale: int) -> torch.Tensor:
     """One captioned tile as a 3xHxW uint8 tensor. Unreadable, wrong-sized or flat PNGs are flagged."""
@@ -132,13 +125,11 @@ def make_tile(path: Path, caption: str, size: tuple[int, int], scale: int) -> to
     draw.text((1, height + 2), text, fill=WARN_FG if warn else CAPTION_FG, font=font)
     return torch.from_numpy(np.asarray(tile).transpose(2, 0, 1).copy())
 
-
 def heading(text: str, width: int) -> Image.Image:
     strip = Image.new("RGB", (width, HEADING_PX), BACKGROUND)
     draw = ImageDraw.Draw(strip)
     draw.text((PADDING, 5), _fit_text(draw, text, _font(18), width - PADDING), fill=(0, 0, 0), font=_font(18))
     return strip
-
 
 def build_sheet(images: Path, split: str | None = None, per_class: int = DEFAULT_PER_CLASS,
                 columns: int = DEFAULT_COLUMNS, scale: int = DEFAULT_SCALE, sample: bool = False,
@@ -171,7 +162,6 @@ def build_sheet(images: Path, split: str | None = None, per_class: int = DEFAULT
         top += HEADING_PX + grid.height
     return sheet, {c: (len(chosen[c]), len(by_class[c])) for c in by_class}
 
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m preprocess.sheet", description=__doc__.split("\n\n")[0],
                                      epilog="Tiles flagged in red: unreadable PNG, wrong size, or a flat "
@@ -189,23 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scale", type=int, default=DEFAULT_SCALE, help="integer upscale of each tile")
     return parser
 
-
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.per_class < 1 or args.columns < 1 or args.scale < 1:
         parser.error("--per-class, --columns and --scale must be at least 1")
-    try:
-        sheet, counts = build_sheet(args.images, args.split, args.per_class, args.columns, args.scale,
-                                    args.sample, args.seed)
-    except SheetError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
+    sheet, counts = build_sheet(args.images, args.split, args.per_class, args.columns, args.scale,
+                                args.sample, args.seed)
     save_png(sheet, args.out)
     listing = ", ".join(f"{c} {shown}/{found}" for c, (shown, found) in counts.items())
     print(f"wrote {args.out}: {sheet.width}x{sheet.height} px, {len(counts)} classes ({listing})")
     return 0
-
 
 if __name__ == "__main__":
     cli.run(main)

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 from preprocess import cli
 from preprocess.atomic import atomic_writer  # noqa: E402
-from preprocess.layout import SettingsError, render_settings  # noqa: E402
+from preprocess.layout import render_settings  # noqa: E402
 from preprocess.render import (FEATURES, AudioError, RenderSettings, feature_matrix,  # noqa: E402
                                load_clip, open_audio, render_image)
 
@@ -160,14 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        where = args.images or args.model
-        settings = render_settings(where) if where else RenderSettings()
-    except SettingsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    where = args.images or args.model
+    settings = render_settings(where) if where else RenderSettings()
     views, failed = [], []
     for clip in args.clips:
         try:

@@ -192,6 +192,7 @@ def _pick_variants(requested: list[str] | None, available: list[str]) -> tuple[t
     return tuple(v for v in wanted if v is None or v in have), missing
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
@@ -200,24 +201,20 @@ def main(argv: list[str] | None = None) -> int:
         from preprocess import standin
     if args.words is None:
         args.words = list(standin.WORDS) if standin else DEFAULT_WORDS
-    try:
-        _check_args(args)
-        engine_options = {"prefer": args.engine}
-        with load_engine(**engine_options) as probe:  # closed before the workers fork
-            engine_text = f"{probe.kind} ({probe.version})"
-            available = list_variants(probe.data_path)
-        variants, skipped = _pick_variants(args.variants, available)
-        noises, noise_names, noise_problems = load_noises(args.noise_dir) if args.noise_dir else ([], [], [])
-        jobs, speakers = plan_jobs(args.words, args.per_word, args.seed, tuple(args.languages), variants)
-        others = unknown_words(args.words, args.unknown_exclude) if args.unknown else []
-        jobs += plan_unknown_jobs(others, args.unknown, speakers, args.seed) if others else []
-        todo = jobs
-        if standin:  # dataset names; clips already there are kept (resume, or grow with --per-word)
-            jobs = standin.rename_jobs(jobs, speakers, args.seed)
-            todo = standin.missing_jobs(jobs, args.out, args.seed, args.duration)
-    except (SynthError, EngineError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    _check_args(args)
+    engine_options = {"prefer": args.engine}
+    with load_engine(**engine_options) as probe:  # closed before the workers fork
+        engine_text = f"{probe.kind} ({probe.version})"
+        available = list_variants(probe.data_path)
+    variants, skipped = _pick_variants(args.variants, available)
+    noises, noise_names, noise_problems = load_noises(args.noise_dir) if args.noise_dir else ([], [], [])
+    jobs, speakers = plan_jobs(args.words, args.per_word, args.seed, tuple(args.languages), variants)
+    others = unknown_words(args.words, args.unknown_exclude) if args.unknown else []
+    jobs += plan_unknown_jobs(others, args.unknown, speakers, args.seed) if others else []
+    todo = jobs
+    if standin:  # dataset names; clips already there are kept (resume, or grow with --per-word)
+        jobs = standin.rename_jobs(jobs, speakers, args.seed)
+        todo = standin.missing_jobs(jobs, args.out, args.seed, args.duration)
     for problem in noise_problems:
         print(f"warning: skipped noise file {problem}", file=sys.stderr)
     if skipped:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from preprocess import cli, prepare
+from preprocess import cli, prepare, render_tasks
 from preprocess.atomic import remove_stale_temps
 from preprocess.render import RenderSettings, render_file, resample, save_png
 from bench.scale import children_by_parent
@@ -412,7 +412,7 @@ def test_full_disk_is_exit_2_with_one_line(tmp_path, monkeypatch, capsys):
 
     def full(image, path, metadata=None, temp_dir=None):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
-    monkeypatch.setattr(prepare, "save_png", full)
+    monkeypatch.setattr(render_tasks, "save_png", full)
     assert prepare.main(["--source", "folder", "--root", str(root), "--out", str(tmp_path / "i"),
                          "--workers", "1", "--quiet"]) == 2
     assert "no space left on the device" in capsys.readouterr().err

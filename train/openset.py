@@ -406,6 +406,7 @@ def check(args) -> None:
             raise cli.SpecVisionError(f"--score-only: no model at {', '.join(missing)}")
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check(args)
