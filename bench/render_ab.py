@@ -21,6 +21,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from preprocess import cli
 from bench.scale import ScaleError, module, parse_counts, run_stage
 
 HERE = Path(__file__).resolve().parent.parent  # this tree's repository root
@@ -111,4 +112,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

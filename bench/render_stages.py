@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from preprocess import flags, prepare
+from preprocess import cli, flags, prepare
 from preprocess import render as R
 
 
@@ -72,4 +72,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    cli.run(main)

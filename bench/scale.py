@@ -38,6 +38,8 @@ import threading
 import time
 from pathlib import Path
 
+from preprocess import cli
+
 
 DEFAULT_SIZES = [1000, 10000, 105000]
 DEFAULT_ADD = 1000
@@ -461,4 +463,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -16,7 +16,6 @@ import argparse
 import collections
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import torch
