@@ -163,6 +163,7 @@ def scan_scores(predictor: Predictor, material: Material, negatives: list, hours
     in turn over test background) and the test targets laid between negatives; -> (false accepts per
     hour and scan recall at the scanner's threshold, the DET sweep of both scans)."""
     scanner = scanner_settings(predictor, scanner)
+    started = time.perf_counter()
     negative = detect.scan(predictor, "negative", recordings.negative_blocks(material, negatives, hours, seed),
                            estimate=int(hours * 3600 * SAMPLE_RATE), **scanner)
     targets = [(w, load_audio(p, predictor.settings)) for w, p in material.targets["test"]]
@@ -174,7 +175,10 @@ def scan_scores(predictor: Predictor, material: Material, negatives: list, hours
     misses = scan_misses(positive, predictor.classes, laid_targets)
     recalled = len(laid_targets) - sum(misses.values())
     hours = negative.duration_s / 3600
+    seconds = time.perf_counter() - started  # both recordings made, rendered window by window, scanned
     return ({"false_accepts": len(negative.detections), "negative_hours": round(hours, 3),
+             "scan_seconds": round(seconds, 1),
+             "scan_x_real_time": round((negative.duration_s + positive.duration_s) / seconds, 1),
              "false_accepts_per_hour": round(len(negative.detections) / hours, 3),
              "scan_recall": round(recalled / max(1, len(laid_targets)), 4), "scan_targets": len(laid_targets),
              "scan_misses": misses, **scanner},
