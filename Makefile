@@ -34,7 +34,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m preprocess --source folder --root $(SHARED_REAL) --out images_real
 	$(PY) -m bench.preprocess_speed $(SHARED_REAL)
-	$(PY) -m bench.train_speed --images images_real
+	$(PY) -m bench.cnnet --images images_real
 
 # The open-set benchmark on every real folder (one fold: about an hour on 2 cores; FOLDS=5 for all)
 FOLDS ?= 1

@@ -8,7 +8,7 @@ clips of all --data folders are split together by speaker (train/folds.py, the o
 split: fold --fold of --folds, each speaker on one side in every folder), rendered once with
 `python -m preprocess`, and both networks are trained side by side on the same images
 (train/bench.py: interleaved epochs, one thread each, the trainer's defaults). Accuracy is on the
-test speakers only. Last line: one JSON object (bench.train_speed's, plus the split's sizes).
+test speakers only. Last line: one JSON object (bench.cnnet's, plus the split's sizes).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import torch
 
 from preprocess import cli, sources
 from preprocess import prepare as prepare_cli
-from bench import train_speed as train_bench
+from bench import cnnet as train_bench
 from train import folds
 from train.train import EPOCHS, PATIENCE
 

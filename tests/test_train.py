@@ -1,4 +1,4 @@
-"""`python -m train`, train.evaluate, bench.train_speed: real PNGs rendered from synthetic speech (and from
+"""`python -m train`, train.evaluate, bench.cnnet: real PNGs rendered from synthetic speech (and from
 the shared real clips where real speech is the point), real (tiny) trainings, real checkpoints, a real
 2-process torchrun."""
 from __future__ import annotations
@@ -21,7 +21,7 @@ from conftest import REPO, SPEECH_EPOCHS, first_clips
 from preprocess.layout import SettingsError, read_render_record, write_render_record
 from preprocess.render import (RenderSettings, image_to_tensor, read_png_metadata, render_file, render_image,
                                save_png)
-from bench import train_speed as bench
+from bench import cnnet as bench
 from train import evaluate as evaluate_cli
 from train.checkpoint import STATE_FILE, load_checkpoint, load_model
 from train.augment import BackgroundMix, NoiseFloor, SpecAugment, SpeedPerturb

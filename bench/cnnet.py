@@ -1,6 +1,6 @@
 """cnnet (the baseline) vs. the default arch, trained side by side on the same images.
 
-    python -m bench.train_speed --images images_real
+    python -m bench.cnnet --images images_real
 
 Both runs use the trainer's defaults and the same epoch budget and early stopping; their epochs are
 interleaved (cnnet epoch 1, default epoch 1, cnnet epoch 2, ...) so that load from other programs on a
@@ -64,7 +64,7 @@ def run_side_by_side(images: str, out: Path, epochs: int, patience: int, seed: i
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.train_speed",
+        prog="python -m bench.cnnet",
         description="Train cnnet and the default arch side by side (same images, epochs, early stopping, "
                     "seed, threads) and compare training images/s, wall time to the best validation "
                     "accuracy and test accuracy. Last line: one JSON object.")
