@@ -80,8 +80,10 @@ def plot(curves: dict, path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110)
     for name, curve in curves.items():
         hours = curve["negative_hours"]
-        fa = np.maximum(np.asarray(curve["false_accepts"]) / hours, 0.5 / hours)  # 0 shown at half a count
-        frr = np.asarray(curve["misses"]) / max(1, curve["targets"]) * 100
+        counts = np.asarray(curve["false_accepts"])
+        keep = (counts > 0) | (np.cumsum(counts == 0) == 1)  # of the thresholds with none, the lowest
+        fa = np.maximum(counts[keep] / hours, 0.5 / hours)  # none is drawn at half a false accept
+        frr = np.asarray(curve["misses"])[keep] / max(1, curve["targets"]) * 100
         ax.plot(fa, frr, marker=".", markersize=3, label=f"{name} ({hours:.1f} h negative)")
     for rate in RATES:
         ax.axvline(rate, color="0.8", lw=0.8, zorder=0)
