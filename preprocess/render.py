@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import stat
 import wave as stdlib_wave
 from pathlib import Path
 
@@ -226,6 +227,26 @@ def _plain_pcm16(data: bytes, max_seconds: float) -> tuple[np.ndarray, int] | No
     return _mono(samples.reshape(frames, channels)), rate
 
 
+def read_plain_wav(path: str | os.PathLike, max_seconds: float = MAX_AUDIO_SECONDS,
+                   max_bytes: int = 1 << 20) -> tuple[np.ndarray, int] | None:
+    """(float32 mono samples, rate) of a regular .wav file of at most `max_bytes` that is a whole, plain
+    16-bit PCM WAV, read at once by the standard library (_plain_pcm16: libsndfile's samples to the
+    bit, at a tenth of its cost for a 1 s clip); None for anything else: decode that with libsndfile
+    (open_audio / load_audio), which also names what is wrong with a broken file."""
+    path = Path(path)
+    if path.suffix.lower() != ".wav":
+        return None
+    try:
+        with open(path, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode) or not 0 < info.st_size <= max_bytes:
+                return None
+            data = handle.read(max_bytes + 1)
+    except OSError:
+        return None
+    return _plain_pcm16(data, max_seconds) if len(data) <= max_bytes else None
+
+
 def decode_clip(path: str | os.PathLike, settings: RenderSettings, data: bytes | None = None,
                 max_seconds: float = MAX_AUDIO_SECONDS) -> tuple[np.ndarray, int]:
     """(wave, source_samples) at settings.sample_rate, with bounded memory; fit_length(wave) is what
@@ -416,6 +437,27 @@ def render_image(waveform: np.ndarray, settings: RenderSettings) -> Image.Image:
     if len(waveform) != settings.num_samples:
         waveform = fit_length(np.asarray(waveform, dtype=np.float32), settings.num_samples)
     return to_image(to_levels(feature_matrix(waveform, settings), settings), settings)
+
+
+@functools.lru_cache(maxsize=4)
+def _level_table(colormap: str) -> np.ndarray:
+    """Level (0..255) -> the float32 pixel(s) ToTensor() gives for it: [channels, 256].
+
+    Made by the same torch operations as image_to_tensor (uint8 -> float, / 255), so every entry is
+    that function's value for that level, bit for bit (tests/test_render.py checks all 256)."""
+    lut = colormap_lut(colormap)
+    levels = np.arange(256, dtype=np.uint8)[:, None] if lut is None else lut  # 256 x channels
+    return torch.from_numpy(np.ascontiguousarray(levels.T)).float().div_(255.0).numpy()
+
+
+def render_tensor(waveform: np.ndarray, settings: RenderSettings) -> torch.Tensor:
+    """image_to_tensor(render_image(waveform, settings), settings.channels), the same floats, without
+    the PIL image: the 8-bit levels (the same to_levels of the same feature_matrix) index the table
+    of what ToTensor() makes of each level. What predict and the scanner feed the network."""
+    if len(waveform) != settings.num_samples:
+        waveform = fit_length(np.asarray(waveform, dtype=np.float32), settings.num_samples)
+    levels = to_levels(feature_matrix(waveform, settings), settings)
+    return torch.from_numpy(np.take(_level_table(settings.colormap), levels, axis=1))
 
 
 def render_file(path: str | os.PathLike, settings: RenderSettings, data: bytes | None = None,

@@ -32,7 +32,7 @@ def speech_batch(model_path, speech) -> torch.Tensor:
 
 
 def pytorch_logits(model_path: Path, batch: torch.Tensor) -> np.ndarray:
-    predictor = predict.Predictor(model_path)
+    predictor = predict.Predictor(model_path, engine="torch")
     return predictor.logits(batch).numpy()
 
 
