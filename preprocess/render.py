@@ -460,6 +460,59 @@ def render_tensor(waveform: np.ndarray, settings: RenderSettings) -> torch.Tenso
     return torch.from_numpy(np.take(_level_table(settings.colormap), levels, axis=1))
 
 
+def render_tensors(windows: list[np.ndarray], hop: int, settings: RenderSettings) -> torch.Tensor:
+    """torch.stack([render_tensor(w, settings) for w in windows]) for consecutive windows of one
+    recording, `hop` samples apart (the long-recording scanner's), computing the STFT frames that
+    overlapping windows share once.
+
+    A window's frames are its two reflect-padded edge frames (computed per window, from the same
+    padded samples torch.stft(center=True) uses) and interior frames that lie wholly inside the
+    window: those are frames of the recording itself, and with `hop` a multiple of hop_length the
+    windows share them (at a 0.25 s hop, 79 of a 1 s window's 81 frames come from earlier windows).
+    Every value is then the same computation on the same samples (an FFT per frame, then elementwise
+    |.|^2, floor, dB and level map), so the tensors are equal bit for bit (tests/test_render.py).
+    Features other than the spectrogram, a hop that is not a whole number of STFT hops, and windows not
+    of the render length take render_tensor per window."""
+    n, hl, n_fft = settings.num_samples, settings.hop_length, settings.n_fft
+    pad = n_fft // 2
+    frames = 1 + n // hl
+    first, last = -(-pad // hl), (pad + n - n_fft) // hl  # interior frames: wholly inside the window
+    transform = _feature_transform(settings) if settings.feature == "spectrogram" else None
+    if (transform is None or len(windows) < 2 or not 0 < hop <= n or hop % hl or not 0 < pad < n
+            or transform.win_length != n_fft or last < first or any(len(w) != n for w in windows)):
+        return torch.stack([render_tensor(w, settings) for w in windows])
+    count, step = len(windows), hop // hl
+    windows = [np.asarray(w, dtype=np.float32) for w in windows]
+    span = np.concatenate([windows[0]] + [w[n - hop:] for w in windows[1:]])  # the recording they cover
+    edges = [j for j in range(frames) if j < first or j > last]
+    padded_edges = []
+    for w in windows:
+        padded = np.concatenate([w[pad:0:-1], w, w[-2:-pad - 2:-1]])  # what stft(center=True) pads
+        padded_edges += [padded[j * hl:j * hl + n_fft] for j in edges]
+    stft = functools.partial(torch.stft, n_fft=n_fft, hop_length=hl, win_length=n_fft, window=transform.window,
+                             center=False, normalized=False, onesided=True, return_complex=True)
+    with torch.inference_mode():
+        inner = stft(torch.from_numpy(span[first * hl - pad:])).T            # [frames of the span, freq]
+        outer = stft(torch.from_numpy(np.stack(padded_edges)))[:, :, 0]      # [windows x edges, freq]
+        db = torch.cat([inner, outer]).abs().pow_(2.0).clamp_min_(POWER_FLOOR).log10_().mul_(10.0)
+    index = np.empty((count, frames), np.int64)
+    interior = np.arange(first, last + 1)
+    index[:, first:last + 1] = np.arange(count)[:, None] * step + (interior - first)[None, :]
+    index[:, edges] = len(inner) + np.arange(count * len(edges)).reshape(count, len(edges))
+    matrix = db.numpy()[index].transpose(0, 2, 1)  # [windows, freq, frames], as feature_matrix per window
+    lo, hi = settings.pixel_range
+    scaled = matrix - lo  # to_levels, per value the same float32 operations
+    scaled *= 255.0 / (hi - lo)
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    scaled += 0.5
+    levels = np.floor(scaled, out=scaled)[:, ::-1].astype(np.uint8).astype(np.intp, order="C")
+    table = _level_table(settings.colormap)  # [channels, 256]
+    out = np.empty((count, len(table), *levels.shape[1:]), np.float32)
+    for channel, values in enumerate(table):  # (intp indices: take converts uint8 ones on every call)
+        np.take(values, levels, out=out[:, channel])
+    return torch.from_numpy(out)
+
+
 def render_file(path: str | os.PathLike, settings: RenderSettings, data: bytes | None = None,
                 max_seconds: float = MAX_AUDIO_SECONDS) -> Image.Image:
     """Audio file (or its bytes, `data`) -> the image `python -m preprocess` writes for it."""

@@ -143,3 +143,21 @@ def test_onnx_engine_runs_on_the_threads_asked(speech_model):
     with pytest.raises(engines.EngineError, match="CPU"):
         engines.resolve("onnx", "cuda")
     assert os.environ.get("OMP_NUM_THREADS") == "1"  # conftest: the suite stays on its cores
+
+
+def test_scanner_windows_are_the_clip_render_on_real_speech(real_data):
+    """On real words in real noise: the scanner's shared-frame render gives each window exactly the
+    tensor a clip of those samples gets (render_tensor), so the scan sees the training images' pixels."""
+    from preprocess.render import RenderSettings, load_audio, render_tensor, render_tensors
+    settings = RenderSettings()
+    clips = first_clips(real_data, "yes", 6) + first_clips(real_data, "no", 6)
+    noise = sorted((real_data / "_background_noise_").glob("*.wav"))
+    parts = [load_audio(c, settings) for c in clips]
+    if noise:
+        parts.insert(3, load_audio(noise[0], settings)[:3 * settings.sample_rate] * 0.3)
+    wave = np.concatenate(parts)
+    hop = int(detect.DEFAULT_HOP_S * settings.sample_rate)
+    windows = [wave[s:s + settings.num_samples] for s in range(0, len(wave) - settings.num_samples, hop)]
+    for start in range(0, len(windows), detect.SCAN_BATCH_SIZE):
+        batch = windows[start:start + detect.SCAN_BATCH_SIZE]
+        assert torch.equal(render_tensors(batch, hop, settings), torch.stack([render_tensor(w, settings) for w in batch]))

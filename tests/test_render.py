@@ -308,3 +308,31 @@ def test_read_plain_wav_gives_libsndfiles_samples_or_none(tmp_path):
     flac = tmp_path / "a.flac"
     sf.write(flac, tone(), SR)
     assert read_plain_wav(flac) is None
+
+
+@pytest.mark.parametrize("kwargs,hop", [({}, 4000), ({}, 2000), ({"colormap": "gray"}, 4000),
+                                        ({"n_fft": 512, "hop_length": 160}, 1600), ({"feature": "mel"}, 4000),
+                                        ({}, 4100), ({"duration": 0.5}, 8000)])
+def test_scanner_windows_render_like_single_clips(kwargs, hop):
+    """The scanner renders consecutive windows together, sharing their STFT frames: the same tensors,
+    bit for bit, as render_tensor of each window (also where it falls back: mel, a hop that is not a
+    whole number of STFT hops)."""
+    from preprocess.render import render_tensor, render_tensors
+
+    settings = RenderSettings(**kwargs)
+    rng = np.random.default_rng(1)
+    n = settings.num_samples
+    seconds = 6
+    wave = np.concatenate([tone(300 + 200 * k, seconds=0.5) * (0.5 ** k) for k in range(seconds)]
+                          + [np.zeros(SR // 3, np.float32)])
+    wave = wave + (0.003 * rng.standard_normal(len(wave))).astype(np.float32)
+    wave[SR:SR + 2000] = 0.0  # digital silence inside a window
+    starts = range(0, len(wave) - n + 1, hop)
+    windows = [wave[s:s + n] for s in starts]
+    assert len(windows) >= 4
+    for batch in [b for b in (windows[:8], windows[8:11], windows[-2:]) if b]:
+        expected = torch.stack([render_tensor(w, settings) for w in batch])
+        got = render_tensors(batch, hop, settings)
+        assert got.dtype == expected.dtype and got.shape == expected.shape and torch.equal(got, expected)
+    single = render_tensors(windows[:1], hop, settings)
+    assert torch.equal(single[0], render_tensor(windows[0], settings))

@@ -34,7 +34,8 @@ from preprocess import cli
 from preprocess.images import ImageError, decode, open_png
 from preprocess.openworld import SILENCE, UNKNOWN, target_classes
 from preprocess.render import (AUDIO_EXTENSIONS, MAX_AUDIO_SECONDS, AudioError, image_to_tensor, load_audio,
-                               open_audio, prepare_waveform, read_plain_wav, render_tensor)
+                               open_audio, prepare_waveform, read_plain_wav, render_tensor,
+                               render_tensors)
 from train import detect, engines
 from train.checkpoint import CheckpointError, load_model
 from train.metrics import plot_timeline
@@ -178,6 +179,11 @@ class Predictor:
         """The tensor ToTensor() gives for the PNG preprocess writes of `wave` (render_tensor: the same
         render, without building the PIL image)."""
         return render_tensor(wave, self.settings)
+
+    def window_tensors(self, windows: list[np.ndarray], hop: int) -> torch.Tensor:
+        """torch.stack of audio_tensor(w) for consecutive windows of a recording `hop` samples apart
+        (the scanner's), the same values computed once for the STFT frames they share (render_tensors)."""
+        return render_tensors(windows, hop, self.settings)
 
     def is_long(self, wave: np.ndarray, hop_s: float) -> bool:
         """Scan only when a window can move at least one hop; a slightly long clip is fitted like
