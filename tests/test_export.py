@@ -132,7 +132,7 @@ def test_int8_export_is_calibrated_compared_and_written(model_path, speech_image
     import onnxruntime
     ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
-    images = quantize.load_split(predict.Predictor(model_path, engine="torch"), speech_images / "test")
+    images = quantize.load_split(load_checkpoint(model_path), speech_images / "test")
     session = onnxruntime.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
     logits = session.run(["logits"], {"image": images.images})[0]
     assert abs(quantize.accuracy(logits, images.labels) - report["int8_acc"]) < 1e-4

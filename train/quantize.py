@@ -29,6 +29,9 @@ import numpy as np
 import torch
 
 from preprocess.cli import SpecVisionError
+from preprocess.images import ImageError, decode, open_png
+from preprocess.render import RenderSettings, image_to_tensor
+from train.checkpoint import load_checkpoint
 
 INT8_MAX_LOSS = 0.005          # accuracy (fraction) the int8 model may lose against fp32 on the test split
 CALIBRATION_IMAGES = 512       # training images read for calibration (spread over the classes)
@@ -67,15 +70,17 @@ def find_images(model_path: Path, ckpt: dict, images: Path | None) -> Path:
                         f"found; give them with --images DIR (train/ for calibration, test/ for accuracy)")
 
 
-def load_split(predictor, folder: Path, limit: int | None = None, multiple_of: int = 1) -> Split:
-    """PNGs of folder/<class>/ for the model's classes, read exactly as predict reads a PNG; with
-    `limit`, a seeded sample of that many spread over the classes (rounded down to a multiple of
-    `multiple_of` where there are that many)."""
-    from train.predict import InputError
-    files = [(path, index) for index, name in enumerate(predictor.classes)
+def load_split(ckpt: dict, folder: Path, limit: int | None = None, multiple_of: int = 1) -> Split:
+    """PNGs of folder/<class>/ for the checkpoint's classes, as the model's input (ToTensor() of the PNG,
+    what train.predict feeds it; size and mode checked); with `limit`, a seeded sample of that many spread
+    over the classes (rounded down to a multiple of `multiple_of` where there are that many)."""
+    settings = RenderSettings.from_dict(ckpt["render"])
+    channels = settings.channels
+    height, width = settings.image_size
+    files = [(path, index) for index, name in enumerate(ckpt["classes"])
              for path in sorted((folder / name).glob("*.png"))]
     if not files:
-        raise QuantizeError(f"{folder}: no PNGs of the model's classes ({', '.join(predictor.classes)})")
+        raise QuantizeError(f"{folder}: no PNGs of the model's classes ({', '.join(ckpt['classes'])})")
     limit = len(files) if limit is None else min(limit, len(files))
     limit = limit // multiple_of * multiple_of or limit
     if len(files) > limit:
@@ -84,14 +89,16 @@ def load_split(predictor, folder: Path, limit: int | None = None, multiple_of: i
     tensors = []
     for path, _ in files:
         try:
-            tensors.append(predictor.png_tensor(path))
-        except InputError as err:
-            raise QuantizeError(str(err)) from None
+            with open_png(path, (width, height), ("P", "RGB") if channels == 3 else ("L",)) as image:
+                tensors.append(image_to_tensor(decode(image, path), channels))
+        except ImageError as err:
+            raise QuantizeError(f"{err} (the model's images are {width}x{height} pixels)") from None
     return Split(torch.stack(tensors).numpy(), np.array([i for _, i in files]), [p for p, _ in files])
 
 
 class PngCalibrationReader:
-    """onnxruntime.quantization's CalibrationDataReader over training images, CALIBRATION_BATCH at a time."""
+    """onnxruntime.quantization's CalibrationDataReader over training images, CALIBRATION_BATCH at a time
+    (duck-typed: the interface is get_next() -> feed dict or None)."""
 
     def __init__(self, images: np.ndarray, input_name: str):
         self.images, self.input_name, self.position = images, input_name, 0
@@ -121,23 +128,21 @@ def session(model: bytes | Path, threads: int = 1):
 
 
 def run_logits(model: bytes | Path, images: np.ndarray, batch: int = 64) -> np.ndarray:
-    from train.export import INPUT_NAME, OUTPUT_NAME
     runner = session(model, threads=torch.get_num_threads())
-    return np.concatenate([runner.run([OUTPUT_NAME], {INPUT_NAME: images[i:i + batch]})[0]
-                           for i in range(0, len(images), batch)])
+    name = runner.get_inputs()[0].name
+    return np.concatenate([runner.run(None, {name: images[i:i + batch]})[0] for i in range(0, len(images), batch)])
 
 
 def forward_ms(model: bytes | Path, image: np.ndarray) -> float:
     """Median milliseconds of a batch-1 forward pass, 1 thread."""
-    from train.export import INPUT_NAME, OUTPUT_NAME
     runner = session(model, threads=1)
-    feed = {INPUT_NAME: image[None]}
+    feed = {runner.get_inputs()[0].name: image[None]}
     for _ in range(20):
-        runner.run([OUTPUT_NAME], feed)
+        runner.run(None, feed)
     times = []
     for _ in range(TIMING_RUNS):
         start = time.perf_counter()
-        runner.run([OUTPUT_NAME], feed)
+        runner.run(None, feed)
         times.append(time.perf_counter() - start)
     return float(np.median(times) * 1000.0)
 
@@ -146,7 +151,6 @@ def quantize(fp32_path: Path, calibration: np.ndarray, method: str, work: Path) 
     """The int8 QDQ model (bytes) of the fp32 ONNX file, calibrated on `calibration` with `method`."""
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quant_pre_process,
                                           quantize_static)
-    from train.export import INPUT_NAME
     prepared = work / "prepared.onnx"
     if not prepared.exists():
         quant_pre_process(str(fp32_path), str(prepared))
@@ -156,7 +160,8 @@ def quantize(fp32_path: Path, calibration: np.ndarray, method: str, work: Path) 
         extra["CalibPercentile"] = 99.999
     # calibration and quantization print progress and warnings of their own: kept off our output
     with contextlib.redirect_stdout(io.StringIO()):
-        quantize_static(str(prepared), str(out), PngCalibrationReader(calibration, INPUT_NAME),
+        input_name = session(fp32_path).get_inputs()[0].name
+        quantize_static(str(prepared), str(out), PngCalibrationReader(calibration, input_name),
                         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, method),
                         extra_options=extra, calibration_cache_path=None)
@@ -174,12 +179,11 @@ def int8_export(model_path: Path, fp32_path: Path, images: Path | None, log=prin
         import onnxruntime.quantization  # noqa: F401
     except ImportError:
         raise QuantizeError("--int8 needs onnxruntime: pip install 'specvision[export]'") from None
-    from train.predict import Predictor
-    predictor = Predictor(model_path, engine="torch")
-    folder = find_images(model_path, predictor.ckpt, images)
+    ckpt = load_checkpoint(model_path)
+    folder = find_images(model_path, ckpt, images)
     # equal batches: the histogram calibrators (Entropy, Percentile) stack each tensor's batches
-    calibration = load_split(predictor, folder / "train", CALIBRATION_IMAGES, multiple_of=CALIBRATION_BATCH)
-    val, test = load_split(predictor, folder / "val"), load_split(predictor, folder / "test")
+    calibration = load_split(ckpt, folder / "train", CALIBRATION_IMAGES, multiple_of=CALIBRATION_BATCH)
+    val, test = load_split(ckpt, folder / "val"), load_split(ckpt, folder / "test")
     log(f"int8: calibrating on {len(calibration.labels)} training images of {folder}; method chosen on "
         f"{len(val.labels)} validation images, accuracy on {len(test.labels)} test images")
     fp32_val, fp32_test = run_logits(fp32_path, val.images), run_logits(fp32_path, test.images)
