@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import stat
 import wave as stdlib_wave
 from pathlib import Path
 
@@ -226,6 +227,26 @@ def _plain_pcm16(data: bytes, max_seconds: float) -> tuple[np.ndarray, int] | No
     return _mono(samples.reshape(frames, channels)), rate
 
 
+def read_plain_wav(path: str | os.PathLike, max_seconds: float = MAX_AUDIO_SECONDS,
+                   max_bytes: int = 1 << 20) -> tuple[np.ndarray, int] | None:
+    """(float32 mono samples, rate) of a regular .wav file of at most `max_bytes` that is a whole, plain
+    16-bit PCM WAV, read at once by the standard library (_plain_pcm16: libsndfile's samples to the
+    bit, at a tenth of its cost for a 1 s clip); None for anything else: decode that with libsndfile
+    (open_audio / load_audio), which also names what is wrong with a broken file."""
+    path = Path(path)
+    if path.suffix.lower() != ".wav":
+        return None
+    try:
+        with open(path, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode) or not 0 < info.st_size <= max_bytes:
+                return None
+            data = handle.read(max_bytes + 1)
+    except OSError:
+        return None
+    return _plain_pcm16(data, max_seconds) if len(data) <= max_bytes else None
+
+
 def decode_clip(path: str | os.PathLike, settings: RenderSettings, data: bytes | None = None,
                 max_seconds: float = MAX_AUDIO_SECONDS) -> tuple[np.ndarray, int]:
     """(wave, source_samples) at settings.sample_rate, with bounded memory; fit_length(wave) is what
@@ -416,6 +437,80 @@ def render_image(waveform: np.ndarray, settings: RenderSettings) -> Image.Image:
     if len(waveform) != settings.num_samples:
         waveform = fit_length(np.asarray(waveform, dtype=np.float32), settings.num_samples)
     return to_image(to_levels(feature_matrix(waveform, settings), settings), settings)
+
+
+@functools.lru_cache(maxsize=4)
+def _level_table(colormap: str) -> np.ndarray:
+    """Level (0..255) -> the float32 pixel(s) ToTensor() gives for it: [channels, 256].
+
+    Made by the same torch operations as image_to_tensor (uint8 -> float, / 255), so every entry is
+    that function's value for that level, bit for bit (tests/test_render.py checks all 256)."""
+    lut = colormap_lut(colormap)
+    levels = np.arange(256, dtype=np.uint8)[:, None] if lut is None else lut  # 256 x channels
+    return torch.from_numpy(np.ascontiguousarray(levels.T)).float().div_(255.0).numpy()
+
+
+def render_tensor(waveform: np.ndarray, settings: RenderSettings) -> torch.Tensor:
+    """image_to_tensor(render_image(waveform, settings), settings.channels), the same floats, without
+    the PIL image: the 8-bit levels (the same to_levels of the same feature_matrix) index the table
+    of what ToTensor() makes of each level. What predict and the scanner feed the network."""
+    if len(waveform) != settings.num_samples:
+        waveform = fit_length(np.asarray(waveform, dtype=np.float32), settings.num_samples)
+    levels = to_levels(feature_matrix(waveform, settings), settings)
+    return torch.from_numpy(np.take(_level_table(settings.colormap), levels, axis=1))
+
+
+def render_tensors(windows: list[np.ndarray], hop: int, settings: RenderSettings) -> torch.Tensor:
+    """torch.stack([render_tensor(w, settings) for w in windows]) for consecutive windows of one
+    recording, `hop` samples apart (the long-recording scanner's), computing the STFT frames that
+    overlapping windows share once.
+
+    A window's frames are its two reflect-padded edge frames (computed per window, from the same
+    padded samples torch.stft(center=True) uses) and interior frames that lie wholly inside the
+    window: those are frames of the recording itself, and with `hop` a multiple of hop_length the
+    windows share them (at a 0.25 s hop, 79 of a 1 s window's 81 frames come from earlier windows).
+    Every value is then the same computation on the same samples (an FFT per frame, then elementwise
+    |.|^2, floor, dB and level map), so the tensors are equal bit for bit (tests/test_render.py).
+    Features other than the spectrogram, a hop that is not a whole number of STFT hops, and windows not
+    of the render length take render_tensor per window."""
+    n, hl, n_fft = settings.num_samples, settings.hop_length, settings.n_fft
+    pad = n_fft // 2
+    frames = 1 + n // hl
+    first, last = -(-pad // hl), (pad + n - n_fft) // hl  # interior frames: wholly inside the window
+    transform = _feature_transform(settings) if settings.feature == "spectrogram" else None
+    if (transform is None or len(windows) < 2 or not 0 < hop <= n or hop % hl or not 0 < pad < n
+            or transform.win_length != n_fft or last < first or any(len(w) != n for w in windows)):
+        return torch.stack([render_tensor(w, settings) for w in windows])
+    count, step = len(windows), hop // hl
+    windows = [np.asarray(w, dtype=np.float32) for w in windows]
+    span = np.concatenate([windows[0]] + [w[n - hop:] for w in windows[1:]])  # the recording they cover
+    edges = [j for j in range(frames) if j < first or j > last]
+    padded_edges = []
+    for w in windows:
+        padded = np.concatenate([w[pad:0:-1], w, w[-2:-pad - 2:-1]])  # what stft(center=True) pads
+        padded_edges += [padded[j * hl:j * hl + n_fft] for j in edges]
+    stft = functools.partial(torch.stft, n_fft=n_fft, hop_length=hl, win_length=n_fft, window=transform.window,
+                             center=False, normalized=False, onesided=True, return_complex=True)
+    with torch.inference_mode():
+        inner = stft(torch.from_numpy(span[first * hl - pad:])).T            # [frames of the span, freq]
+        outer = stft(torch.from_numpy(np.stack(padded_edges)))[:, :, 0]      # [windows x edges, freq]
+        db = torch.cat([inner, outer]).abs().pow_(2.0).clamp_min_(POWER_FLOOR).log10_().mul_(10.0)
+    index = np.empty((count, frames), np.int64)
+    interior = np.arange(first, last + 1)
+    index[:, first:last + 1] = np.arange(count)[:, None] * step + (interior - first)[None, :]
+    index[:, edges] = len(inner) + np.arange(count * len(edges)).reshape(count, len(edges))
+    matrix = db.numpy()[index].transpose(0, 2, 1)  # [windows, freq, frames], as feature_matrix per window
+    lo, hi = settings.pixel_range
+    scaled = matrix - lo  # to_levels, per value the same float32 operations
+    scaled *= 255.0 / (hi - lo)
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    scaled += 0.5
+    levels = np.floor(scaled, out=scaled)[:, ::-1].astype(np.uint8).astype(np.intp, order="C")
+    table = _level_table(settings.colormap)  # [channels, 256]
+    out = np.empty((count, len(table), *levels.shape[1:]), np.float32)
+    for channel, values in enumerate(table):  # (intp indices: take converts uint8 ones on every call)
+        np.take(values, levels, out=out[:, channel])
+    return torch.from_numpy(out)
 
 
 def render_file(path: str | os.PathLike, settings: RenderSettings, data: bytes | None = None,

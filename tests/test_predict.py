@@ -429,3 +429,7 @@ def test_bench_prints_latency_and_throughput_json(model_path, speech, tmp_path, 
     result = json.loads(lines[-1])
     assert result["latency_clips"] == 12 and result["folder_clips"] == 12 and result["threads"] == 1
     assert 0 < result["median_ms"] <= result["p95_ms"] and result["clips_per_s"] > 0
+    for engine in ("torch", "onnx"):  # both engines, side by side in the one run (the output contract)
+        assert 0 < result[engine]["median_ms"] <= result[engine]["p95_ms"], engine
+        assert result[engine]["clips_per_s"] > 0 and result[engine]["failed"] == 0
+    assert result["engine"] == "onnx" and result["same_labels"] is True

@@ -266,3 +266,73 @@ def test_fast_render_path_gives_the_plain_definitions_pixels(kwargs):
              np.clip(tone(440, amplitude=2.0), -1, 1), (1e-4 * rng.standard_normal(len(t))).astype(np.float32)]
     for wave in waves:
         assert np.array_equal(np.asarray(render_image(wave, settings)), reference_levels(wave, settings))
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"colormap": "gray"}, {"feature": "mel"},
+                                    {"feature": "mfcc", "colormap": "gray"}])
+def test_render_tensor_is_totensor_of_the_rendered_image(kwargs):
+    """predict feeds the network render_tensor (no PIL image): the same floats, bit for bit, as
+    ToTensor() of the image preprocess writes, for every level and on real-looking signals."""
+    from preprocess.render import _level_table, render_tensor
+
+    settings = RenderSettings(**kwargs)
+    rng = np.random.default_rng(0)
+    waves = [tone(), np.zeros(SR, np.float32), (0.1 * rng.standard_normal(SR)).astype(np.float32),
+             tone(300, seconds=0.4), tone(3000, seconds=1.7) + 0.01 * rng.standard_normal(27200).astype(np.float32)]
+    for wave in waves:
+        expected = image_to_tensor(render_image(wave, settings), settings.channels)
+        got = render_tensor(wave, settings)
+        assert got.dtype == expected.dtype == torch.float32 and got.shape == expected.shape
+        assert torch.equal(got, expected)
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)  # every level through both paths
+    from preprocess.render import to_image
+    assert np.array_equal(_level_table(settings.colormap)[:, levels],
+                          image_to_tensor(to_image(levels, settings), settings.channels).numpy())
+
+
+def test_read_plain_wav_gives_libsndfiles_samples_or_none(tmp_path):
+    """predict reads small plain 16-bit WAVs with the standard library: libsndfile's samples, bit for
+    bit; other formats, big files and non-files go to libsndfile (None)."""
+    from preprocess.render import load_audio, read_plain_wav
+
+    for name, data, plain in _wav_variants():
+        path = tmp_path / f"{name}.wav"
+        path.write_bytes(data)
+        got = read_plain_wav(path)
+        assert (got is not None) == plain, name
+        if got is not None:
+            settings = RenderSettings(sample_rate=got[1])
+            assert np.array_equal(got[0], load_audio(path, settings)), name
+    big = tmp_path / "mono16k.wav"
+    assert read_plain_wav(big, max_bytes=100) is None and read_plain_wav(tmp_path / "missing.wav") is None
+    flac = tmp_path / "a.flac"
+    sf.write(flac, tone(), SR)
+    assert read_plain_wav(flac) is None
+
+
+@pytest.mark.parametrize("kwargs,hop", [({}, 4000), ({}, 2000), ({"colormap": "gray"}, 4000),
+                                        ({"n_fft": 512, "hop_length": 160}, 1600), ({"feature": "mel"}, 4000),
+                                        ({}, 4100), ({"duration": 0.5}, 8000)])
+def test_scanner_windows_render_like_single_clips(kwargs, hop):
+    """The scanner renders consecutive windows together, sharing their STFT frames: the same tensors,
+    bit for bit, as render_tensor of each window (also where it falls back: mel, a hop that is not a
+    whole number of STFT hops)."""
+    from preprocess.render import render_tensor, render_tensors
+
+    settings = RenderSettings(**kwargs)
+    rng = np.random.default_rng(1)
+    n = settings.num_samples
+    seconds = 6
+    wave = np.concatenate([tone(300 + 200 * k, seconds=0.5) * (0.5 ** k) for k in range(seconds)]
+                          + [np.zeros(SR // 3, np.float32)])
+    wave = wave + (0.003 * rng.standard_normal(len(wave))).astype(np.float32)
+    wave[SR:SR + 2000] = 0.0  # digital silence inside a window
+    starts = range(0, len(wave) - n + 1, hop)
+    windows = [wave[s:s + n] for s in starts]
+    assert len(windows) >= 4
+    for batch in [b for b in (windows[:8], windows[8:11], windows[-2:]) if b]:
+        expected = torch.stack([render_tensor(w, settings) for w in batch])
+        got = render_tensors(batch, hop, settings)
+        assert got.dtype == expected.dtype and got.shape == expected.shape and torch.equal(got, expected)
+    single = render_tensors(windows[:1], hop, settings)
+    assert torch.equal(single[0], render_tensor(windows[0], settings))

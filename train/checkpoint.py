@@ -110,7 +110,7 @@ STATE_FORMAT = "specvision-train-state"
 # classes, render settings and process count are checked too (resume_config).
 RESUME_KEYS = ("arch", "epochs", "patience", "select", "batch_size", "lr", "warmup", "weight_decay",
                "label_smoothing", "seed", "augment", "noise", "ema", "bn_recalibration", "pretrained",
-               "balance", "background", "speed")
+               "balance", "background", "speed", "channels_last", "bf16")
 # The objects with a state_dict() that make up a run in progress (None where a run has no such part).
 STATE_PARTS = ("model", "optimizer", "scheduler", "scaler", "ema")
 

@@ -403,7 +403,8 @@ def scan(predictor: Predictor, path: str, wave, hop_s: float | None = None,
          smooth_s: float = DEFAULT_SMOOTH_S, threshold: float = DEFAULT_THRESHOLD,
          refractory_s: float = DEFAULT_REFRACTORY_S, gate_db: float | None = None,
          batch_size: int = SCAN_WAVE_BATCH_SIZE, estimate: int | None = None) -> Scan:
-    """Windows of the model's duration every hop, each rendered like a clip (predictor.audio_tensor),
+    """Windows of the model's duration every hop, each rendered like a clip (predictor.window_tensors:
+    the pixels of predictor.audio_tensor, sharing the STFT frames of overlapping windows),
     then the pipeline above. Only target words are reported; hop_s / gate_db None: the predictor's
     default_hop_s() / default_gate_db().
 
@@ -422,13 +423,14 @@ def scan(predictor: Predictor, path: str, wave, hop_s: float | None = None,
     probs, batch = [], []
 
     def flush():
-        if batch:
-            probs.append(torch.softmax(predictor.logits(torch.stack(batch)).double(), dim=1).numpy())
+        if batch:  # consecutive windows, `hop` apart: rendered together, sharing their STFT frames
+            probs.append(torch.softmax(predictor.logits(predictor.window_tensors(batch, hop)).double(),
+                                       dim=1).numpy())
             batch.clear()
 
     for block in itertools.chain(blocks, [None]):  # None: the end
         for segment in feeder.feed(block):
-            batch.append(predictor.audio_tensor(segment))
+            batch.append(segment)  # a view of the feeder's buffer, which is replaced, never written to
             if len(batch) >= batch_size:
                 flush()
     flush()

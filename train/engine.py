@@ -16,11 +16,23 @@ from tqdm import tqdm
 from train.checkpoint import unwrap_model
 
 
-def autocast(device: torch.device, amp: bool):
-    """float16 autocast on CUDA when `amp`; a no-op context otherwise (never on the CPU)."""
+def autocast(device: torch.device, amp: bool, cpu_bf16: bool = False):
+    """float16 autocast on CUDA when `amp`; bfloat16 autocast on the CPU when `cpu_bf16` (training
+    steps only: AVX-512 BF16 / AMX matrix units through oneDNN); a no-op context otherwise."""
     if amp and device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.float16)
+    if cpu_bf16 and device.type == "cpu":
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
     return nullcontext()
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU has native bfloat16 for oneDNN (AVX-512 BF16 or AMX); elsewhere bf16 autocast is
+    emulated, slower than float32, so the trainer falls back to float32."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def exponential_average(model: nn.Module, decay: float) -> AveragedModel:
@@ -35,8 +47,11 @@ def exponential_average(model: nn.Module, decay: float) -> AveragedModel:
 
 def train_one_epoch(model, loader, criterion, optimizer, scheduler, device, scaler=None, amp=False,
                     desc="train", progress=True, ema: AveragedModel | None = None,
-                    ema_copy_steps: int = 0) -> dict:
+                    ema_copy_steps: int = 0, channels_last: bool = False, cpu_bf16: bool = False) -> dict:
     """One pass over `loader`; -> {"loss", "acc", "images", "seconds"} summed over all processes.
+
+    `channels_last`: the batch is given to the (channels-last) model in NHWC memory order; `cpu_bf16`:
+    forward and loss under bfloat16 autocast on the CPU (weights, gradients and optimizer stay float32).
 
     `ema` is updated after every optimizer step; while the scheduler has taken at most
     `ema_copy_steps` steps (the learning-rate warm-up) it just copies the weights, as torchvision's
@@ -53,7 +68,9 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, device, scal
     for images, labels in bar:
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        with autocast(device, amp):
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp, cpu_bf16):
             logits = model(images)
             loss = criterion(logits, labels)
         optimizer.zero_grad(set_to_none=True)

@@ -25,7 +25,9 @@ from preprocess import cli
 from preprocess.cli import SpecVisionError
 from preprocess.atomic import atomic_path, atomic_write_text
 from preprocess.render import image_to_tensor, render_image
+from train import quantize
 from train.checkpoint import CheckpointError, load_model
+from train.quantize import INT8_MAX_LOSS
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 ONNX_OPSET = 17
@@ -172,11 +174,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", required=True, choices=sorted(FORMATS), help="onnx or torchscript")
     parser.add_argument("--out", type=Path, help="output file (default: beside the model, model.onnx or "
                                                  "model.torchscript.pt)")
+    parser.add_argument("--int8", action="store_true",
+                        help="also write an int8 model beside it (OUT stem + .int8.onnx): static QDQ "
+                             "quantization (onnxruntime.quantization, per-channel), calibrated on the "
+                             "model's training images with the method (MinMax, Entropy, Percentile) that "
+                             "scores best on its validation images; its test accuracy is printed beside "
+                             "fp32, and it is not written if it loses more than "
+                             f"{INT8_MAX_LOSS * 100:g} points (exit 1). Last line: JSON")
+    parser.add_argument("--images", type=Path, metavar="DIR",
+                        help="--int8: the model's images folder (train/ calibrates, val/ picks the method, "
+                             "test/ is scored; default: the folder its checkpoint records)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.int8 and args.format != "onnx":
+        parser.error("--int8 is for --format onnx")
+    if args.images is not None and not args.int8:
+        parser.error("--images is for --int8 (its calibration and test images)")
     try:
         out, json_path, max_diff = export(args.model, args.format, args.out)
     except CheckpointError as err:
@@ -191,7 +208,49 @@ def main(argv: list[str] | None = None) -> int:
     print(f"exported {args.model} -> {out} ({args.format}) and {json_path}")
     print(f"checked against PyTorch on {RANDOM_CHECK_IMAGES + 4} images (+ a batch of 1): "
           f"max |logit difference| {max_diff:.2e} <= {TOLERANCE:g}")
+    if args.int8:
+        return export_int8(args.model, out, json_path, args.images)
     return EXIT_OK
+
+
+def int8_path(out: Path) -> Path:
+    """model.onnx -> model.int8.onnx"""
+    return out.with_name(out.stem + ".int8" + out.suffix)
+
+
+def export_int8(model_path: Path, out: Path, json_path: Path, images: Path | None) -> int:
+    """--int8 after the fp32 export: quantize, compare, write only what is within the limit."""
+    try:
+        report = quantize.int8_export(model_path, out, images, log=print)
+    except quantize.QuantizeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    target = int8_path(out)
+    model = report.pop("model")
+    loss = (report["fp32_acc"] - report["int8_acc"]) * 100
+    print(f"int8 ({report['method']} calibration: {report['why']})")
+    print(f"test accuracy on {report['test_images']} images: fp32 {report['fp32_acc']:.4f}, int8 "
+          f"{report['int8_acc']:.4f} ({-loss:+.1f} points; limit -{INT8_MAX_LOSS * 100:g}); same label as fp32 "
+          f"for {report['same_labels'] * 100:.1f} %")
+    print(f"file size: fp32 {report['fp32_bytes']:,} bytes, int8 {report['int8_bytes']:,} bytes "
+          f"({report['fp32_bytes'] / report['int8_bytes']:.2f}x smaller); batch-1 forward, 1 thread: fp32 "
+          f"{report['fp32_forward_ms']:.3f} ms, int8 {report['int8_forward_ms']:.3f} ms")
+    report["int8_path"] = str(target) if report["ok"] else None
+    if report["ok"]:
+        metadata = json.loads(json_path.read_text())
+        metadata.update({"model_format": "onnx-int8", "quantization": {
+            k: report[k] for k in ("method", "why", "fp32_acc", "int8_acc", "test_images", "calibration_images")},
+            "max_abs_diff_vs_pytorch": None})
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(model)
+            atomic_write_text(target.with_name(target.name + ".json"), json.dumps(metadata, indent=2) + "\n")
+        print(f"wrote {target} and {target.name}.json")
+    else:
+        print(f"error: {target}: the int8 model loses {loss:.1f} points of test accuracy against fp32 "
+              f"({report['int8_acc']:.4f} vs {report['fp32_acc']:.4f}; limit {INT8_MAX_LOSS * 100:g}); not "
+              f"written", file=sys.stderr)
+    print(json.dumps(report))
+    return EXIT_OK if report["ok"] else EXIT_MISMATCH
 
 
 if __name__ == "__main__":

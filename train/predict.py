@@ -16,6 +16,7 @@ A clip longer than the model's duration by more than one hop is scanned with sli
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -33,8 +34,9 @@ from preprocess import cli
 from preprocess.images import ImageError, decode, open_png
 from preprocess.openworld import SILENCE, UNKNOWN, target_classes
 from preprocess.render import (AUDIO_EXTENSIONS, MAX_AUDIO_SECONDS, AudioError, image_to_tensor, load_audio,
-                               open_audio, render_image)
-from train import detect
+                               open_audio, prepare_waveform, read_plain_wav, render_tensor,
+                               render_tensors)
+from train import detect, engines
 from train.checkpoint import CheckpointError, load_model
 from train.metrics import plot_timeline
 
@@ -124,11 +126,17 @@ class Options:
 
 
 class Predictor:
-    """A checkpoint ready to classify: its model, classes and render settings."""
+    """A checkpoint ready to classify: its model, classes and render settings.
 
-    def __init__(self, model_path: str | os.PathLike, device: str = "cpu"):
+    `engine`: what runs the network for `logits` (train.engines): "auto" (ONNX Runtime when it is
+    installed and the device is the CPU, else PyTorch), "onnx" or "torch"; `threads`: the ONNX
+    Runtime session's threads (None: torch.get_num_threads()). `model` is the PyTorch network either way."""
+
+    def __init__(self, model_path: str | os.PathLike, device: str = "cpu", *, engine: str = "auto",
+                 threads: int | None = None):
         self.model, self.ckpt, self.settings = load_model(model_path, device)
         self.device = torch.device(device)
+        self.model_path = Path(model_path)
         self.classes = list(self.ckpt["classes"])
         # Which answers are words to spot; 'unknown' and 'silence' answer "none of them".
         self.targets = list(self.ckpt.get("targets") or target_classes(self.classes))
@@ -137,6 +145,7 @@ class Predictor:
             raise CheckpointError(f"{model_path}: input_size {list(self.ckpt['input_size'])} does not match "
                                   f"the image its render settings make ({expected})")
         self.channels, self.height, self.width = expected
+        self.engine = engines.make_engine(engine, self.model, self.ckpt, model_path, self.device, threads)
 
     # ------------------------------------------------------------ inputs -> tensors
 
@@ -167,7 +176,14 @@ class Predictor:
         return tensor
 
     def audio_tensor(self, wave: np.ndarray) -> torch.Tensor:
-        return image_to_tensor(render_image(wave, self.settings), self.channels)
+        """The tensor ToTensor() gives for the PNG preprocess writes of `wave` (render_tensor: the same
+        render, without building the PIL image)."""
+        return render_tensor(wave, self.settings)
+
+    def window_tensors(self, windows: list[np.ndarray], hop: int) -> torch.Tensor:
+        """torch.stack of audio_tensor(w) for consecutive windows of a recording `hop` samples apart
+        (the scanner's), the same values computed once for the STFT frames they share (render_tensors)."""
+        return render_tensors(windows, hop, self.settings)
 
     def is_long(self, wave: np.ndarray, hop_s: float) -> bool:
         """Scan only when a window can move at least one hop; a slightly long clip is fitted like
@@ -183,20 +199,36 @@ class Predictor:
         if suffix in PNG_EXTENSIONS:
             return self.png_tensor(path), None
         if suffix in AUDIO_EXTENSIONS:
-            with open_audio(path, None, max_seconds) as handle:  # header checks, length cap
-                seconds = handle.frames / handle.samplerate
-            if seconds > self.settings.duration + hop_s + 1.0:
-                return None, path
-            wave = load_audio(path, self.settings, max_seconds=max_seconds)
-            return (None, path) if self.is_long(wave, hop_s) else (self.audio_tensor(wave), None)
+            wave = self.clip_wave(path, hop_s, max_seconds)
+            return (None, path) if wave is None else (self.audio_tensor(wave), None)
         raise InputError(f"{path}: unsupported file type {suffix or '(none)'!r}; expected audio "
                          f"({', '.join(AUDIO_EXTENSIONS)}) or a .png spectrogram")
 
+    def clip_wave(self, path: Path, hop_s: float, max_seconds: float = MAX_AUDIO_SECONDS) -> np.ndarray | None:
+        """A clip's waveform at the model's rate (not yet fitted), or None for a long recording (scan it).
+
+        A small plain 16-bit WAV (Speech Commands', most recorders') is read whole by the standard
+        library, the same samples as libsndfile's (preprocess.render.read_plain_wav); anything else is
+        decoded by libsndfile after its header is checked, and only when the header says it is short."""
+        plain = read_plain_wav(path, max_seconds)
+        if plain is not None:
+            samples, rate = plain
+            if len(samples) / rate > self.settings.duration + hop_s + 1.0:
+                return None
+            wave = prepare_waveform(samples, rate, self.settings, fit=False)
+        else:
+            with open_audio(path, None, max_seconds) as handle:  # header checks, length cap
+                seconds = handle.frames / handle.samplerate
+            if seconds > self.settings.duration + hop_s + 1.0:
+                return None
+            wave = load_audio(path, self.settings, max_seconds=max_seconds)
+        return None if self.is_long(wave, hop_s) else wave
+
     # ------------------------------------------------------------ tensors -> answers
 
-    @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.model(batch.to(self.device)).float().cpu()
+        """float32 CPU logits [N, classes] of a batch of image tensors, by this predictor's engine."""
+        return self.engine(batch)
 
     def prediction(self, path: str, logits: torch.Tensor, threshold: float, top_k: int) -> Prediction:
         probs = torch.softmax(logits.double(), dim=0)
@@ -314,41 +346,68 @@ def plot_paths(out: Path, scans: list[detect.Scan]) -> list[Path]:
 # ---------------------------------------------------------------- benchmark
 
 def bench(predictor: Predictor, folder: Path, batch_size: int) -> dict:
-    """Latency wav path -> label for single clips, and batched throughput over the whole folder (1 thread)."""
+    """Latency wav path -> label for single clips with each engine (PyTorch and, where onnxruntime is
+    installed, ONNX Runtime: both on the same clips, alternating which goes first per clip), and
+    batched throughput over the whole folder with each, all on 1 thread. Top-level median_ms, p95_ms
+    and clips_per_s are the predictor's own engine's; "torch" and "onnx" hold each engine's figures
+    ("onnx" is null without onnxruntime)."""
     torch.set_num_threads(1)
     clips = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS
                    and not any(p.startswith(("_", ".")) for p in f.relative_to(folder).parent.parts))
     if not clips:
         raise InputError(f"{folder}: no audio clips to benchmark (folders starting with '_' are skipped)")
     sample = clips[::max(1, len(clips) // BENCH_MAX_CLIPS)][:BENCH_MAX_CLIPS]  # spread over all classes
-    stages, cpu = [], []
+    runs = {"torch": engines.TorchEngine(predictor.model, "cpu")}
+    if engines.onnxruntime_available():
+        runs["onnx"] = engines.OnnxEngine(predictor.model, predictor.ckpt, predictor.model_path, threads=1)
+    names = list(runs)
+    stages = {name: [] for name in names}
+    cpu = {name: [] for name in names}
+    labels = {name: [] for name in names}
     for i, path in enumerate(list(sample[:BENCH_WARMUP]) + list(sample)):
-        c0, t0 = time.thread_time(), time.perf_counter()
-        wave = load_audio(path, predictor.settings)
-        t1 = time.perf_counter()
-        tensor = predictor.audio_tensor(wave)
-        t2 = time.perf_counter()
-        label = predictor.classes[int(predictor.logits(tensor[None])[0].argmax())]
-        t3, c1 = time.perf_counter(), time.thread_time()
-        if i >= BENCH_WARMUP and label:
-            stages.append((t1 - t0, t2 - t1, t3 - t2))
-            cpu.append(c1 - c0)  # CPU time of this thread: what the clip costs on an idle core
-    ms = np.array(stages) * 1000.0
-    total = ms.sum(axis=1)
+        for name in names if i % 2 == 0 else names[::-1]:  # neither engine always runs on a warm cache
+            c0, t0 = time.thread_time(), time.perf_counter()
+            wave = predictor.clip_wave(path, predictor.default_hop_s())  # what predict does for a clip
+            if wave is None:  # a long recording: its loudest window, as the benchmark always took
+                wave = load_audio(path, predictor.settings)
+            t1 = time.perf_counter()
+            tensor = predictor.audio_tensor(wave)
+            t2 = time.perf_counter()
+            label = predictor.classes[int(runs[name](tensor[None])[0].argmax())]
+            t3, c1 = time.perf_counter(), time.thread_time()
+            if i >= BENCH_WARMUP:
+                stages[name].append((t1 - t0, t2 - t1, t3 - t2))
+                cpu[name].append(c1 - c0)  # CPU time of this thread: what the clip costs on an idle core
+                labels[name].append(label)
 
-    start = time.perf_counter()
-    results = predict(clips, predictor, Options(batch_size=batch_size), progress=True)
-    wall = time.perf_counter() - start
-    answered, failed = len(results.answers), len(results.failures)
-    return {"median_ms": round(float(np.median(total)), 3),
-            "p95_ms": round(float(np.percentile(total, 95)), 3),
-            "clips_per_s": round(answered / wall, 1),
-            "latency_clips": len(sample), "folder_clips": len(clips), "failed": failed,
-            "decode_ms": round(float(np.median(ms[:, 0])), 3),
-            "render_ms": round(float(np.median(ms[:, 1])), 3),
-            "model_ms": round(float(np.median(ms[:, 2])), 3),
-            "cpu_median_ms": round(float(np.median(cpu)) * 1000.0, 3), "batch_size": batch_size, "threads": 1,
-            "arch": predictor.ckpt["arch"], "device": "cpu"}
+    figures = {}
+    for name in names:
+        ms = np.array(stages[name]) * 1000.0
+        total = ms.sum(axis=1)
+        engine_predictor = copy.copy(predictor)
+        engine_predictor.engine = runs[name]
+        start = time.perf_counter()
+        results = predict(clips, engine_predictor, Options(batch_size=batch_size), progress=True)
+        wall = time.perf_counter() - start
+        figures[name] = {"median_ms": round(float(np.median(total)), 3),
+                         "p95_ms": round(float(np.percentile(total, 95)), 3),
+                         "decode_ms": round(float(np.median(ms[:, 0])), 3),
+                         "render_ms": round(float(np.median(ms[:, 1])), 3),
+                         "model_ms": round(float(np.median(ms[:, 2])), 3),
+                         "cpu_median_ms": round(float(np.median(cpu[name])) * 1000.0, 3),
+                         "clips_per_s": round(len(results.answers) / wall, 1),
+                         "failed": len(results.failures)}
+    own = figures[predictor.engine.name if predictor.engine.name in figures else "torch"]
+    result = {"engine": predictor.engine.name, "median_ms": own["median_ms"], "p95_ms": own["p95_ms"],
+              "clips_per_s": own["clips_per_s"], "latency_clips": len(sample), "folder_clips": len(clips),
+              "failed": own["failed"], "decode_ms": own["decode_ms"], "render_ms": own["render_ms"],
+              "model_ms": own["model_ms"], "cpu_median_ms": own["cpu_median_ms"],
+              "batch_size": batch_size, "threads": 1, "arch": predictor.ckpt["arch"], "device": "cpu",
+              "torch": figures["torch"], "onnx": figures.get("onnx")}
+    if "onnx" in figures:
+        result["same_labels"] = labels["torch"] == labels["onnx"]
+        result["onnx_speedup"] = round(figures["torch"]["median_ms"] / figures["onnx"]["median_ms"], 2)
+    return result
 
 
 # ---------------------------------------------------------------- CLI
@@ -401,6 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"images per forward pass (default %(default)s; at most "
                              f"{detect.SCAN_BATCH_SIZE} in a long-recording scan, to bound its memory)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--engine", choices=engines.ENGINES, default="auto",
+                        help="what runs the network: onnx (ONNX Runtime, exported from the checkpoint once "
+                             "and cached beside it; 3-4x faster on the CPU), torch (PyTorch), or auto: onnx "
+                             "when onnxruntime is installed and the device is the CPU (default %(default)s)")
     parser.add_argument("--bench", type=Path, metavar="DIR",
                         help="benchmark on the clips under DIR: latency wav -> label (median, p95 over up to "
                              f"{BENCH_MAX_CLIPS} clips, CPU, 1 thread) and batched throughput; last line "
@@ -421,8 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         parser.error(str(err))
     try:
-        predictor = Predictor(args.model, "cpu" if args.bench else args.device)
-    except CheckpointError as err:
+        predictor = Predictor(args.model, "cpu" if args.bench else args.device, engine=args.engine)
+    except (CheckpointError, engines.EngineError) as err:
         print(f"error: {err}", file=sys.stderr)
         return cli.EXIT_UNUSABLE
     try:
@@ -436,12 +499,17 @@ def main(argv: list[str] | None = None) -> int:
         except InputError as err:
             print(f"error: {err}", file=sys.stderr)
             return cli.EXIT_INPUT_FAILED
-        print(f"latency wav -> label, {result['latency_clips']} clips, 1 thread: "
-              f"median {result['median_ms']:.2f} ms, p95 {result['p95_ms']:.2f} ms "
-              f"(decode {result['decode_ms']:.2f} + render {result['render_ms']:.2f} "
-              f"+ model {result['model_ms']:.2f} ms; CPU time {result['cpu_median_ms']:.2f} ms)")
-        print(f"throughput, {result['folder_clips']} clips in batches of {args.batch_size}: "
-              f"{result['clips_per_s']:.1f} clips/s")
+        for name in ("torch", "onnx"):
+            figures = result[name]
+            if figures is None:
+                print(f"{name}: not measured (onnxruntime is not installed)")
+                continue
+            print(f"{name:>5}: latency wav -> label, {result['latency_clips']} clips, 1 thread: "
+                  f"median {figures['median_ms']:.2f} ms, p95 {figures['p95_ms']:.2f} ms "
+                  f"(decode {figures['decode_ms']:.2f} + render {figures['render_ms']:.2f} "
+                  f"+ model {figures['model_ms']:.2f} ms; CPU time {figures['cpu_median_ms']:.2f} ms); "
+                  f"{result['folder_clips']} clips in batches of {args.batch_size}: "
+                  f"{figures['clips_per_s']:.1f} clips/s")
         print(json.dumps(result))
         return cli.EXIT_OK if result["failed"] == 0 else cli.EXIT_INPUT_FAILED
 
