@@ -69,7 +69,7 @@ class StreamScanner:
     def __init__(self, predictor: Predictor, hop_s: float | None = None,
                  smooth_s: float = detect.DEFAULT_SMOOTH_S, threshold: float = detect.DEFAULT_THRESHOLD,
                  refractory_s: float = detect.DEFAULT_REFRACTORY_S, gate_db: float | None = None,
-                 keep_images: bool = False):
+                 keep_images: bool = False, on_window=None):
         settings = predictor.settings
         self.predictor, self.classes = predictor, predictor.classes
         self.rate, self.window = settings.sample_rate, settings.num_samples
@@ -81,6 +81,7 @@ class StreamScanner:
         self.span = detect.span_windows(smooth_s, self.hop_s)
         self.lookahead = self.span // 2          # windows a centred average waits for
         self.keep_images = keep_images
+        self.on_window = on_window               # called with an Update for every window (a live view)
         frame_hop = int(round(detect.FRAME_HOP_S * self.rate))
         # the history starts at multiples of this: windows, frames, floor estimates (every FLOOR_STEP
         # frames) and the rounding of window starts to frames (an even number of frames) line up
@@ -150,12 +151,14 @@ class StreamScanner:
         batch = torch.stack([image_to_tensor(image, self.predictor.channels) for image in images])
         probs = torch.softmax(self.predictor.logits(batch).double(), dim=1).numpy()
         self.probs = np.concatenate([self.probs, probs])
-        index = self.windows + len(segments) - 1
-        self.windows += len(segments)
-        tail = segments[-1][-self.hop:]
-        level = 10.0 * np.log10(max(float(np.mean(np.square(tail, dtype=np.float64))), 1e-12))
-        self.last = Update(index, index * self.hop / self.rate, images[-1] if self.keep_images else None,
-                           probs[-1], max(level, detect.SILENCE_DB))
+        for segment, image, row in zip(segments, images, probs):
+            tail = segment[-self.hop:]
+            level = 10.0 * np.log10(max(float(np.mean(np.square(tail, dtype=np.float64))), 1e-12))
+            self.last = Update(self.windows, self.windows * self.hop / self.rate,
+                               image if self.keep_images else None, row, max(level, detect.SILENCE_DB))
+            self.windows += 1
+            if self.on_window is not None:
+                self.on_window(self.last)
 
     def _detect(self, final: bool) -> list[detect.Detection]:
         count = len(self.probs)
