@@ -351,7 +351,7 @@ def test_microphone_through_a_virtual_device(model_path, recording, tmp_path):
     _, wave, truth = recording
     clip = tmp_path / "words.wav"
     sf.write(clip, wave, RATE, subtype="PCM_16")
-    process = subprocess.Popen(listen_command(model_path, "--json", "--device", "pulse"), stdout=subprocess.PIPE,
+    process = subprocess.Popen(listen_command(model_path, "--json"), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, cwd=REPO, env=listen_env())
     try:
         time.sleep(3)

@@ -284,7 +284,7 @@ async def serve(server: Server, host: str, port: int) -> None:
     except OSError as err:
         await runner.cleanup()
         raise SpecVisionError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
-    bound = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else port
+    bound = runner.addresses[0][1] if runner.addresses else port  # --port 0: the one the system gave
     shown = f"[{host}]" if ":" in host else host
     print(f"serve: http://{shown}:{bound}/ (model {server.info['classes']}); Ctrl-C to stop", file=sys.stderr,
           flush=True)
