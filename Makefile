@@ -16,7 +16,7 @@ setup: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,export,tensorboard]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,export,tensorboard,live]'
 	touch $(STAMP)
 
 demo: $(STAMP)

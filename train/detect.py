@@ -126,10 +126,10 @@ class WindowFeeder:
     Gives what window_starts/pad_for_windows and frame_levels_db give for the whole waveform.
     """
 
-    def __init__(self, sample_rate: int, window: int, hop: int, envelope_step: int = 1):
+    def __init__(self, sample_rate: int, window: int, hop: int, envelope_step: int | None = 1):
         self.rate, self.window, self.hop = sample_rate, window, hop
         self.frame, self.frame_hop = int(round(FRAME_S * sample_rate)), int(round(FRAME_HOP_S * sample_rate))
-        self.envelope_step = max(1, envelope_step)
+        self.envelope_step = None if envelope_step is None else max(1, envelope_step)  # None: no envelope
         self.buffer = np.zeros(0, np.float32)
         self.offset = 0                          # sample index of buffer[0]
         self.total = 0
@@ -170,6 +170,9 @@ class WindowFeeder:
 
     def _envelope_blocks(self, end: int) -> None:
         step = self.envelope_step
+        if step is None:  # a live stream (train.stream) keeps no plot envelope
+            self.next_envelope = end
+            return
         count = (end - self.next_envelope) // step
         if count > 0:
             start = self.next_envelope - self.offset
@@ -179,6 +182,13 @@ class WindowFeeder:
 
     def levels(self) -> np.ndarray:
         return np.concatenate(self._levels) if self._levels else np.zeros(0)
+
+    def take_levels(self) -> np.ndarray:
+        """The frame levels computed since the last call, forgotten here (a live stream keeps its own
+        bounded history of them: train.stream)."""
+        levels = self.levels()
+        self._levels.clear()
+        return levels
 
     def envelope(self) -> np.ndarray:
         return np.concatenate(self._envelope) if self._envelope else np.zeros((0, 2), np.float32)
@@ -277,7 +287,8 @@ def window_activity(active: np.ndarray, starts_s: np.ndarray, window_s: float) -
 def find_detections(starts_s: np.ndarray, smoothed: np.ndarray, classes: list[str], window_s: float,
                     threshold: float = DEFAULT_THRESHOLD, refractory_s: float = DEFAULT_REFRACTORY_S,
                     window_active: np.ndarray | None = None, frames_active: np.ndarray | None = None,
-                    levels_db: np.ndarray | None = None, targets=None) -> list[Detection]:
+                    levels_db: np.ndarray | None = None, targets=None,
+                    runs: list | None = None) -> list[Detection]:
     """One Detection per word (of `targets` only, when given: 'unknown' and 'silence' are no events).
 
     An *event* is a run of consecutive windows whose top smoothed label is the same, at or above
@@ -288,6 +299,8 @@ def find_detections(starts_s: np.ndarray, smoothed: np.ndarray, classes: list[st
     (word middle to word middle) are one word, the model flipping labels on its edges: the one
     with the higher confidence x share of the word inside its centre window is kept, so each word
     is reported once, by the windows that saw it best (not by edge windows that were mostly noise).
+    `runs`, when given a list, gets the (first, last) window indices of the run(s) each detection
+    stands for, in the same order (train.stream tells a word it printed from a new one by them).
     """
     smoothed = np.asarray(smoothed, dtype=np.float64)
     n = len(starts_s)
@@ -299,6 +312,7 @@ def find_detections(starts_s: np.ndarray, smoothed: np.ndarray, classes: list[st
     stretches = active_stretches(frames_active) if frames_active is not None else np.zeros((0, 2))
     found: list[Detection] = []
     scores: list[float] = []
+    spans: list[tuple[int, int]] = []
     i = 0
     while i < n:
         if not fires[i]:
@@ -316,10 +330,14 @@ def find_detections(starts_s: np.ndarray, smoothed: np.ndarray, classes: list[st
         if found and event.time - found[-1].time < refractory_s:
             if score > scores[-1]:
                 found[-1], scores[-1] = event, score
+            spans[-1] = (spans[-1][0], j)
         else:
             found.append(event)
             scores.append(score)
+            spans.append((i, j))
         i = j + 1
+    if runs is not None:
+        runs.extend(spans)
     return found
 
 
