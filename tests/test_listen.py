@@ -193,6 +193,10 @@ class FakePredictor:
         from preprocess.render import image_to_tensor, render_image
         return image_to_tensor(render_image(wave, self.settings), self.channels)
 
+    def window_tensors(self, windows, hop):
+        import torch
+        return torch.stack([self.audio_tensor(w) for w in windows])
+
     def default_hop_s(self):
         return detect.DEFAULT_HOP_S
 

@@ -125,7 +125,7 @@ ARCHITECTURES = {
     "resnet18": functools.partial(TorchvisionNet, "resnet18"),
     "mobilenet_v3_small": functools.partial(TorchvisionNet, "mobilenet_v3_small"),
 }
-DEFAULT_ARCH = "specresnet"  # measured by `python -m bench.train_speed` against cnnet (docs/benchmarks.md)
+DEFAULT_ARCH = "specresnet"  # measured by `python -m bench.cnnet` against cnnet (docs/benchmarks.md)
 
 
 def build_model(arch: str, num_classes: int, input_size: tuple[int, int, int]) -> nn.Module:
