@@ -23,7 +23,8 @@ from preprocess import cli
 from train.checkpoint import CheckpointError
 from train.data import DataError
 from train.models import DEFAULT_ARCH
-from train.train import EPOCHS, PATIENCE, Training, build_parser as train_parser
+from train.options import EPOCHS, PATIENCE
+from train.train import Training, build_parser as train_parser
 
 BASELINE = "cnnet"
 THREADS = 1  # one thread per run: steadier on a shared CPU, and the same for both networks

@@ -24,7 +24,7 @@ from preprocess import cli, sources
 from preprocess import prepare as prepare_cli
 from bench import cnnet as train_bench
 from train import folds
-from train.train import EPOCHS, PATIENCE
+from train.options import EPOCHS, PATIENCE
 
 WORDS = ["yes", "no", "up", "down", "left", "right", "stop"]
 

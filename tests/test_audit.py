@@ -296,7 +296,7 @@ def test_quick_models_get_enough_steps_on_a_small_set_and_12_epochs_on_a_big_one
     """Out-of-fold judges of an 800-clip set were undertrained at a flat 12 epochs (108 optimizer steps):
     the default now gives them MIN_FOLD_STEPS steps, up to the train recipe's epochs; --fold-epochs wins."""
     from train.suspects import MIN_FOLD_EPOCHS, MIN_FOLD_STEPS, quick_epochs
-    from train.train import BATCH_SIZE, EPOCHS
+    from train.options import BATCH_SIZE, EPOCHS
 
     assert quick_epochs(85_000) == MIN_FOLD_EPOCHS == 12          # the full dataset: 1,329 steps an epoch
     assert quick_epochs(540) == 56                                 # 9 steps an epoch

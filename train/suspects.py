@@ -85,7 +85,7 @@ def quick_epochs(train_images: int, requested: int | None = None) -> int:
     """Epochs of each out-of-fold model: `requested`, else MIN_FOLD_EPOCHS or enough epochs of
     `train_images` for MIN_FOLD_STEPS steps, whichever is more, capped at the train recipe's EPOCHS.
     A 100k-clip set gets 12 epochs (thousands of steps each); an 800-clip one the full recipe."""
-    from train.train import BATCH_SIZE as TRAIN_BATCH, EPOCHS
+    from train.options import BATCH_SIZE as TRAIN_BATCH, EPOCHS
 
     if requested:
         return requested
