@@ -20,7 +20,7 @@ from PIL import Image
 
 from conftest import first_clips
 from preprocess.render import load_audio, save_png
-from train import detect, metrics, predict
+from train import detect, gate, metrics, predict
 from train.checkpoint import atomic_torch_save, load_checkpoint
 
 torch.set_num_threads(1)
@@ -269,7 +269,7 @@ def test_energy_gate_passes_words_and_rejects_steady_noise():
     assert len(stretches) == 1 and abs(stretches[0, 0] - 2.0) < 0.03 and abs(stretches[0, 1] - 2.4) < 0.03
     starts_s = np.arange(0, 8.0, 0.25)
     active = detect.window_activity(frames, starts_s, 1.0)
-    assert detect.MIN_ACTIVE_S == pytest.approx(0.15)
+    assert gate.MIN_ACTIVE_S == pytest.approx(0.15)
     assert active.tolist() == [1.15 <= s <= 2.25 for s in starts_s]  # >= 0.15 s of the word inside
 
 

@@ -37,6 +37,8 @@ import torch
 
 from preprocess.openworld import UNKNOWN
 from preprocess.render import MAX_AUDIO_SECONDS, RenderSettings, audio_blocks, open_audio
+from train.gate import (ACTIVITY_MARGIN_DB, FRAME_HOP_S, FRAME_S, active_frames,  # noqa: F401 (detect.*)
+                        frame_levels_db, window_activity)
 
 
 class Predictor(Protocol):
@@ -60,22 +62,11 @@ HOP_WITH_SILENCE_S = 0.125    # models with a 'silence' class (no gate): 8 windo
 DEFAULT_SMOOTH_S = 0.75       # posterior averaging span (recognize_commands averages ~0.5-1 s)
 DEFAULT_THRESHOLD = 0.7       # smoothed confidence a label must reach (recognize_commands default 0.7)
 DEFAULT_REFRACTORY_S = 0.75   # words (middles) closer than this are one word: the stronger answer is kept
-FRAME_S = 0.025               # energy frames for the gate and for word boundaries
-FRAME_HOP_S = 0.010
-FLOOR_SPAN_S = 1.0            # noise floors are measured over this much audio before and after a frame
-FLOOR_PERCENTILE = 10.0       # ... as this low percentile of frame levels (robust to the word itself)
-FLOOR_STEP = 5                # frames between floor estimates
-FLOOR_ROWS = 2048             # floor estimates computed at a time (each copies FLOOR_SPAN_S of levels)
-MIN_FLOOR_FRAMES = 10         # fewer frames than this on a side (recording edge): that side is silence
-ACTIVITY_MARGIN_DB = 10.0     # a frame is "active" this far above the local floor ...
 GATE_WITH_SILENCE_DB = 0.0    # models with a 'silence' class: no gate. Measured (docs/benchmarks.md,
                               # "Open-world keyword spotting"): the same 0 false accepts per hour with
                               # and without it; its recall cost (0.688 with, 0.751 without) was the
                               # floor defect fixed in active_frames: now 0.751 both, so it buys nothing
-ABSOLUTE_FLOOR_DB = -65.0     # ... and above this level (dBFS; below it is silence whatever the floor)
-MIN_ACTIVE_S = 0.15           # a window needs this much active audio to be allowed to fire
 MAX_GAP_S = 0.15              # quieter gaps inside a word (a stop consonant) up to this long
-SILENCE_DB = -120.0           # level reported for digital silence (keeps log finite)
 SCAN_BATCH_SIZE = 8   # windows per forward pass when predict scans a file: a batch of 64 costs ~110 MB of
                       # activations (specresnet, 201x81), more than the rest of the scan
 SCAN_WAVE_BATCH_SIZE = 64     # windows per forward pass of scan() on a waveform already in memory
@@ -222,65 +213,6 @@ def span_windows(smooth_s: float, hop_s: float) -> int:
     """Seconds of smoothing -> an odd number of windows (at least 1)."""
     count = max(1, int(round(smooth_s / hop_s)))
     return count if count % 2 else count + 1
-
-
-# ---------------------------------------------------------------- energy gate
-
-def frame_levels_db(wave: np.ndarray, sample_rate: int) -> np.ndarray:
-    """RMS level (dBFS) of FRAME_S frames every FRAME_HOP_S; frame k starts at k * FRAME_HOP_S."""
-    frame, hop = int(round(FRAME_S * sample_rate)), int(round(FRAME_HOP_S * sample_rate))
-    if len(wave) < frame:
-        wave = np.pad(wave, (0, frame - len(wave)))
-    energy = np.concatenate([[0.0], np.cumsum(np.asarray(wave, dtype=np.float64) ** 2)])
-    starts = np.arange(0, len(wave) - frame + 1, hop)
-    power = (energy[starts + frame] - energy[starts]) / frame
-    return np.maximum(10.0 * np.log10(np.maximum(power, 1e-30)), SILENCE_DB)
-
-
-def active_frames(levels_db: np.ndarray, margin_db: float = ACTIVITY_MARGIN_DB) -> np.ndarray:
-    """Frames that stand out from the noise on *both* sides of them (bool per frame).
-
-    The floor on each side is a low percentile of the FLOOR_SPAN_S of frame levels before (and
-    after) the frame; a frame is active when it is `margin_db` above the higher of the two. A word
-    is louder than what comes before and after it; a noise that switches on is louder than before
-    but not than after, so it never counts, however long it lasts. Frames below ABSOLUTE_FLOOR_DB
-    (silence) count in the floors *at* ABSOLUTE_FLOOR_DB: they must not be left out, or a word in
-    near-silence has only its own frames in the floor and is measured against itself (a clean word
-    longer than a tenth of a second was then never active). Only time before the start and after
-    the end of the recording is left out. Floors are computed every FLOOR_STEP frames (cheap for
-    long files).
-    """
-    levels_db = np.asarray(levels_db, dtype=np.float64)
-    n, span = len(levels_db), max(1, int(round(FLOOR_SPAN_S / FRAME_HOP_S)))
-    audible = np.maximum(levels_db, ABSOLUTE_FLOOR_DB)
-    padded = np.concatenate([np.full(span, np.nan), audible, np.full(span, np.nan)])
-    views = np.lib.stride_tricks.sliding_window_view(padded, span)  # views[k] = padded[k:k + span]
-    at = np.arange(0, n, FLOOR_STEP)
-    floor = np.empty(len(at))
-    for lo in range(0, len(at), FLOOR_ROWS):  # rows of `span` copies each: in pieces, memory stays flat
-        rows = at[lo:lo + FLOOR_ROWS]
-        before, after = views[rows + 1], views[rows + span]  # frames (i - span, i] and [i, i + span)
-        floor[lo:lo + FLOOR_ROWS] = np.maximum(_low_percentile(before), _low_percentile(after))
-    floor = np.repeat(floor, FLOOR_STEP)[:n]
-    return levels_db >= np.maximum(floor + margin_db, ABSOLUTE_FLOOR_DB)
-
-
-def _low_percentile(rows: np.ndarray) -> np.ndarray:
-    """FLOOR_PERCENTILE of each row's finite values; ABSOLUTE_FLOOR_DB where too few exist."""
-    count = np.isfinite(rows).sum(axis=1)
-    ordered = np.sort(rows, axis=1)  # NaN sorts last
-    k = np.minimum((count * FLOOR_PERCENTILE / 100.0).astype(np.int64), np.maximum(count - 1, 0))
-    value = ordered[np.arange(len(rows)), k]
-    return np.where(count >= MIN_FLOOR_FRAMES, value, ABSOLUTE_FLOOR_DB)
-
-
-def window_activity(active: np.ndarray, starts_s: np.ndarray, window_s: float) -> np.ndarray:
-    """True for windows holding at least MIN_ACTIVE_S of active frames (the others may not fire)."""
-    counts = np.concatenate([[0], np.cumsum(np.asarray(active, dtype=np.int64))])
-    first = np.clip(np.round(starts_s / FRAME_HOP_S).astype(np.int64), 0, len(active))
-    ends = np.round((starts_s + window_s - FRAME_S) / FRAME_HOP_S).astype(np.int64) + 1
-    last = np.clip(ends, 0, len(active))
-    return (counts[last] - counts[first]) * FRAME_HOP_S >= MIN_ACTIVE_S - 1e-9
 
 
 # ---------------------------------------------------------------- detections

@@ -41,7 +41,7 @@ import soxr
 import torch
 
 from preprocess.render import SOXR_QUALITY, image_to_tensor, render_image
-from train import detect
+from train import detect, gate
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -85,11 +85,11 @@ class StreamScanner:
         frame_hop = int(round(detect.FRAME_HOP_S * self.rate))
         # the history starts at multiples of this: windows, frames, floor estimates (every FLOOR_STEP
         # frames) and the rounding of window starts to frames (an even number of frames) line up
-        self.origin_step = math.lcm(self.hop, 2 * detect.FLOOR_STEP * frame_hop)
+        self.origin_step = math.lcm(self.hop, 2 * gate.FLOOR_STEP * frame_hop)
         self.frame_hop = frame_hop
         # events this far after the history's start have all their context in it (floor before a
         # frame, windows of the average, a window either side of the event)
-        self.context_s = detect.FLOOR_SPAN_S + 2 * self.window_s + self.lookahead * self.hop_s
+        self.context_s = gate.FLOOR_SPAN_S + 2 * self.window_s + self.lookahead * self.hop_s
         self.feeder = detect.WindowFeeder(self.rate, self.window, self.hop, envelope_step=None)
         self.origin = 0                          # sample where the history starts
         self.first_window = 0                    # stream index of self.probs[0]
@@ -155,7 +155,7 @@ class StreamScanner:
             tail = segment[-self.hop:]
             level = 10.0 * np.log10(max(float(np.mean(np.square(tail, dtype=np.float64))), 1e-12))
             self.last = Update(self.windows, self.windows * self.hop / self.rate,
-                               image if self.keep_images else None, row, max(level, detect.SILENCE_DB))
+                               image if self.keep_images else None, row, max(level, gate.SILENCE_DB))
             self.windows += 1
             if self.on_window is not None:
                 self.on_window(self.last)
