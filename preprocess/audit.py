@@ -37,7 +37,7 @@ from pathlib import Path
 import jinja2
 from tqdm import tqdm
 
-from preprocess import cli, judgments
+from preprocess import assets, cli, judgments
 from preprocess.atomic import replace_folder
 from preprocess.pages import copy_stylesheet, environment
 from preprocess.audit_data import AuditError, Dataset, fill_missing_records
@@ -52,7 +52,6 @@ SUSPECT_CONFIDENCE = 0.8     # model confidence in another class that makes a cl
 FOLDS = 5                    # out-of-fold quick training over the train split (--folds); its epochs:
                              # train.suspects.quick_epochs unless --fold-epochs
 GENERATOR = "specvision-audit"  # marks an OUT folder this command may replace
-AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".mp3": "audio/mpeg"}
 
 RANK_ORDER = ("Ranked by the judging model's confidence in another class plus the speaker evidence: how much "
               "more the clip sounds like the same speaker's takes of that class than like their takes of its "
@@ -72,7 +71,9 @@ class Assets:
         if dest.parent not in self._folders:
             dest.parent.mkdir(parents=True, exist_ok=True)
             self._folders.add(dest.parent)
-        if self.copy:
+        if os.path.lexists(dest):  # two manifest rows naming one clip: one file serves both
+            pass
+        elif self.copy:
             shutil.copyfile(target, dest)
         else:
             os.symlink(os.path.join(self._relative(target.parent, rel.parent), target.name), dest)
@@ -85,15 +86,15 @@ class Assets:
         return os.path.relpath(os.path.abspath(target_dir), os.path.abspath(self.final_out / rel_dir))
 
     def add(self, tile: Tile) -> None:
-        png = self.data.images / tile.png
-        if png.is_file():
+        png = assets.contained_file(self.data.images, tile.png, links_inside=True)
+        if png is not None:
             tile.img = self._place(png, Path("img") / tile.png)
         else:
             self.missing_images += 1
         clip = clip_path(self.data, tile.source)
-        if clip is not None and clip.is_file():
+        if clip is not None:
             tile.audio = self._place(clip, Path("audio") / tile.source)
-            tile.audio_type = AUDIO_TYPES.get(clip.suffix.lower(), "audio/wav")
+            tile.audio_type = assets.audio_type(clip)
         else:
             self.missing_audio += 1
 

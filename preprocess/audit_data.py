@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from preprocess import flags, openworld
+from preprocess import assets, flags
 from preprocess.cli import SpecVisionError
 from preprocess.render import AudioError, RenderSettings, load_audio
 from preprocess.sources import SPLITS
@@ -61,7 +61,7 @@ def load_dataset(images: Path, audio_root: Path | None) -> Dataset:
     required = {"source", "sha256", "split", "label", "png", "status"}
     if rows and not required <= set(rows[0]):
         raise AuditError(f"{images / 'manifest.csv'}: missing columns {sorted(required - set(rows[0]))}")
-    ok = [r for r in rows if r["status"] == "ok" and _inside(r["png"])]
+    ok = [r for r in rows if r["status"] == "ok" and assets.inside(r["png"])]
     if not ok:
         raise AuditError(f"{images / 'manifest.csv'}: no rendered images listed")
     if audio_root is None:
@@ -70,17 +70,9 @@ def load_dataset(images: Path, audio_root: Path | None) -> Dataset:
     return Dataset(images, settings, render, ok, len(rows) - len(ok), audio_root)
 
 
-def _inside(rel: str) -> bool:
-    """A relative path that stays inside its folder (the manifest is data, never trusted as a path)."""
-    path = Path(rel or "")
-    return bool(rel) and not path.is_absolute() and ".." not in path.parts
-
-
 def clip_path(data: Dataset, source: str) -> Path | None:
-    """A manifest source's audio file: under the audio root, or for the open-world classes under their
-    own root (silence crops in IMAGES/.openworld, --unknown-root clips); never outside that root."""
-    root, rel = openworld.audio_location(source, data.render, data.images) or (data.audio_root, source)
-    return root / rel if root is not None and _inside(rel) else None
+    """A manifest source's audio file (preprocess/assets.py: never outside its root)."""
+    return assets.source_clip(source, data.render, data.images, data.audio_root)
 
 
 def fill_missing_records(data: Dataset, progress: bool) -> tuple[int, int]:

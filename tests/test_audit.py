@@ -601,3 +601,29 @@ def test_a_label_check_file_for_other_images_or_malformed_is_refused_or_filtered
     assert cli.call(audit.main, [str(images), "--out", str(tmp_path / "a"), "--judgments", str(path)]) == 2
     assert "not a label-check file" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
+
+
+def test_audit_links_no_file_a_crafted_manifest_points_outside_its_folders(tmp_path):
+    """The audit and the report share preprocess/assets.py: a manifest row is data, and a path that
+    leaves the audio root or the images folder (or a PNG planted as a link to another file) is not linked."""
+    audio, images = tmp_path / "audio", tmp_path / "images"
+    _write(audio / "yes" / "a_nohash_0.wav", word())
+    _write(tmp_path / "secret.wav", word())
+    from preprocess.prepare import main as prepare_main
+    assert prepare_main(["--source", "folder", "--root", str(audio), "--out", str(images), "--workers", "1",
+                         "--quiet"]) == 0
+    rows = list(csv.DictReader(open(images / "manifest.csv", newline="")))
+    good = dict(rows[0])
+    (images / "train" / "yes").mkdir(parents=True, exist_ok=True)
+    (images / "train" / "yes" / "planted.png").symlink_to(tmp_path / "secret.wav")
+    crafted = [good, dict(good, source="../secret.wav", png="train/yes/x.png"),
+               dict(good, source=str(tmp_path / "secret.wav"), png="train/yes/y.png"),
+               dict(good, source="yes/a_nohash_0.wav", png="train/yes/planted.png")]
+    with open(images / "manifest.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(crafted)
+    out = tmp_path / "audit"
+    assert audit.main([str(images), "--out", str(out), "--quiet"]) == 1  # some PNGs and clips missing
+    links = [Path(os.path.realpath(p)) for p in out.rglob("*") if p.is_symlink()]
+    assert len(links) == 2 and not [p for p in links if p.name == "secret.wav" or not p.exists()], links

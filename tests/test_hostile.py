@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from preprocess import cli, prepare, render_tasks
+from preprocess import assets, cli, prepare, render_tasks
 from preprocess.atomic import remove_stale_temps
 from preprocess.render import RenderSettings, render_file, resample, save_png
 from bench.scale import children_by_parent
@@ -320,23 +320,23 @@ def test_sheet_draws_a_bomb_as_a_flagged_tile(images, bombs, tmp_path):
 
 # ---------------------------------------------------------------- 5. the report's paths
 
-def test_report_reads_only_audio_files_inside_its_folders(tmp_path):
+def test_pages_read_only_audio_files_inside_their_folders(tmp_path):
     images, secret = tmp_path / "images", tmp_path / "secret.txt"
     (images / "test" / "yes").mkdir(parents=True)
     secret.write_text("password")
     (images / "test" / "yes" / "link.png").symlink_to(secret)
-    assert report.contained_file(images, "../secret.txt") is None
-    assert report.contained_file(images, str(secret)) is None
+    assert assets.contained_file(images, "../secret.txt") is None
+    assert assets.contained_file(images, str(secret)) is None
     good = good_png(images / "test" / "yes" / "a%b#c?d.png")
-    assert report.contained_file(images, "test/yes/a%b#c?d.png") == good.resolve()
+    assert assets.contained_file(images, "test/yes/a%b#c?d.png") == good.resolve()
     assert report.url("img/test/yes/a%b#c?d.png") == "img/test/yes/a%25b%23c%3Fd.png"
 
     inputs = report.Inputs("m", {}, {}, images, None, [{"png": "test/yes/x.png", "source": "secret.txt"}],
                            tmp_path)  # a crafted render.json root and manifest row
-    assets = report.Assets(tmp_path / "out", inputs)
-    assert assets.audio("test/yes/x.png") is None and assets.missing_audio == 1  # not audio: never copied
-    assert assets.image("test/yes/link.png")[0] is None  # a planted link to a non-PNG: never copied
-    assert assets.image("../secret.txt")[0] is None and assets.missing_images == 2
+    copier = report.Assets(tmp_path / "out", inputs)
+    assert copier.audio("test/yes/x.png") is None and copier.missing_audio == 1  # not audio: never copied
+    assert copier.image("test/yes/link.png")[0] is None  # a planted link to a non-PNG: never copied
+    assert copier.image("../secret.txt")[0] is None and copier.missing_images == 2
     assert not (tmp_path / "out").exists()
 
 

@@ -24,11 +24,10 @@ import sys
 import urllib.parse
 from pathlib import Path
 
-import soundfile as sf
 from PIL import Image
 from tqdm import tqdm
 
-from preprocess import cli, openworld
+from preprocess import assets, cli, openworld
 from preprocess.atomic import replace_folder
 from preprocess.cli import SpecVisionError
 from preprocess.images import ImageError, decode, open_png
@@ -45,7 +44,6 @@ PAGE_SIZE = 40            # cards per gallery page (pagination by a few lines of
 MAX_FAILED_LISTED = 50    # failed clips listed from manifest.csv
 THUMB_MAX_PX = 256        # PNGs larger than this on a side get a downscaled thumbnail
 GENERATOR = "specvision-report"  # marks an OUT folder this command may replace
-AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".mp3": "audio/mpeg"}
 
 
 class ReportError(SpecVisionError):
@@ -156,32 +154,6 @@ def scrub(text: str, root: Path | None) -> str:
     return _ABSOLUTE_PATH.sub("", text)
 
 
-def _inside(rel: str) -> bool:
-    """A relative path that stays inside its folder (metrics.json and manifest.csv are only data)."""
-    path = Path(rel)
-    return bool(rel) and not path.is_absolute() and ".." not in path.parts
-
-
-def contained_file(folder: Path, rel: str) -> Path | None:
-    """folder/rel if `rel` is a relative path that stays inside `folder` and names a regular file.
-
-    The names come from files a crafted model folder controls (manifest.csv, render.json), so they are
-    checked before anything is read; the callers then copy only what parses as a PNG or as audio
-    (a link planted in the folder is followed: audio roots made of links to a dataset are common, and
-    what it leads to must still be a real image or clip to be copied).
-    """
-    if not _inside(rel):
-        return None
-    try:
-        base = folder.resolve(strict=True)
-        path = base / rel
-        if base not in path.parents or not path.is_file():
-            return None
-    except (OSError, RuntimeError):
-        return None
-    return path
-
-
 def url(path: str) -> str:
     """A relative link for href/src: percent-encoded (names with %, #, ? or spaces); the template escapes it."""
     return urllib.parse.quote(path, safe="/")
@@ -200,7 +172,7 @@ class Assets:
         """-> (thumbnail URL, full-size URL, thumbnail (w, h)); (None, None, (0, 0)) if the PNG is gone."""
         full = Path("img") / png
         try:
-            source = contained_file(self.inputs.images, png)
+            source = assets.contained_file(self.inputs.images, png)
             if source is None:
                 raise OSError(f"{png}: not a file inside the images dir")
             with open_png(source) as image:  # header checks: a decompression bomb is never decoded
@@ -224,25 +196,15 @@ class Assets:
         row = self.by_png.get(png)
         source = None
         if row is not None:  # the audio root, or an open-world clip's own root (noise crops, --unknown-root)
-            name = row.get("source", "")
-            root, rel = (openworld.audio_location(name, self.inputs.render_json, self.inputs.images)
-                         or (self.inputs.audio_root, name))
-            source = contained_file(root, rel) if root is not None else None
-        if source is None or source.suffix.lower() not in AUDIO_TYPES or not _is_audio(source):
+            source = assets.source_clip(row.get("source", ""), self.inputs.render_json, self.inputs.images,
+                                        self.inputs.audio_root)
+        if source is None or not assets.is_audio(source):
             self.missing_audio += 1  # only audio files, inside the audio root, are ever copied
             return None
         target = Path("audio") / Path(png).with_suffix(source.suffix.lower())
         (self.out / target).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, self.out / target)
-        return target.as_posix(), AUDIO_TYPES.get(source.suffix.lower(), "audio/wav")
-
-
-def _is_audio(path: Path) -> bool:
-    try:
-        sf.info(str(path))
-        return True
-    except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError):
-        return False
+        return target.as_posix(), assets.audio_type(source)
 
 
 # ---------------------------------------------------------------- the page (preprocess/templates/report.html)
