@@ -166,7 +166,8 @@ def test_plain_pcm16_reader_gives_libsndfiles_samples_or_leaves_the_file_to_it(t
     """preprocess decodes plain 16-bit WAVs with the standard library (6x faster): the same float32
     samples as libsndfile, bit for bit; anything else (or a header that does not match the data) is
     decoded by libsndfile as before."""
-    from preprocess.render import _plain_pcm16, decode_clip
+    from preprocess.audio import _plain_pcm16
+    from preprocess.render import decode_clip
 
     settings = RenderSettings()
     variants = _wav_variants()

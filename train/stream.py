@@ -40,7 +40,8 @@ import numpy as np
 import soxr
 import torch
 
-from preprocess.render import SOXR_QUALITY, image_to_tensor, render_image
+from preprocess.render import image_to_tensor, render_image
+from preprocess.settings import SOXR_QUALITY
 from train import detect, gate
 
 if TYPE_CHECKING:
