@@ -603,9 +603,9 @@ def test_help_explains_the_clis(capsys):
 
 def test_bf16_and_channels_last_training_is_reproducible_with_a_seed_and_has_a_float32_fallback(
         small_images, tmp_path, monkeypatch):
-    """The CPU recipe (channels-last, bf16 autocast where the CPU has native bf16) gives the same weights
-    for the same seed; --no-bf16 --no-channels-last trains float32 NCHW; on a CPU without native bf16
-    the trainer falls back to float32 (the same weights as --no-bf16)."""
+    """--bf16 --channels-last (bf16 autocast where the CPU has native bf16) gives the same weights for the
+    same seed; the default trains float32 NCHW, reproducibly; on a CPU without native bf16 --bf16 falls
+    back to float32 (the same weights as without it)."""
     from train import train as train_module
     from train.engine import cpu_bf16_supported
 
@@ -616,21 +616,22 @@ def test_bf16_and_channels_last_training_is_reproducible_with_a_seed_and_has_a_f
         return (load_checkpoint(tmp_path / name / "model.pt")["state_dict"],
                 json.loads((tmp_path / name / "metrics.json").read_text()))
 
-    first, metrics = weights("a")
-    second, _ = weights("b")
+    fast = ("--bf16", "--channels-last")
+    first, metrics = weights("a", *fast)
+    second, _ = weights("b", *fast)
     assert state_dicts_equal(first, second)
     assert metrics["channels_last"] is True
     assert metrics["train_precision"] == ("bf16 autocast" if cpu_bf16_supported() else "fp32")
 
-    plain, plain_metrics = weights("fp32", "--no-bf16", "--no-channels-last")
+    plain, plain_metrics = weights("fp32")  # the defaults: float32 NCHW, the recipe's weights as before
     again, _ = weights("fp32_again", "--no-bf16", "--no-channels-last")
     assert state_dicts_equal(plain, again)
     assert plain_metrics["train_precision"] == "fp32" and plain_metrics["channels_last"] is False
 
     monkeypatch.setattr(train_module, "cpu_bf16_supported", lambda: False)  # a CPU without native bf16
-    fallback, fallback_metrics = weights("fallback")
+    fallback, fallback_metrics = weights("fallback", *fast)
     assert fallback_metrics["train_precision"] == "fp32"
     assert 0.0 <= fallback_metrics["test"]["accuracy"] <= 1.0
     monkeypatch.undo()
-    no_bf16, _ = weights("no_bf16", "--no-bf16")
+    no_bf16, _ = weights("no_bf16", "--channels-last")
     assert state_dicts_equal(fallback, no_bf16)
