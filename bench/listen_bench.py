@@ -214,6 +214,9 @@ def main() -> int:
         if not args.skip_parity:
             parity(predictor, path, wave, truth, result, args.minutes)
         seconds = args.realtime_minutes * 60
+        if seconds <= 0:
+            print(json.dumps(result))
+            return 0
         short = Path(folder) / "short.wav"
         sf.write(short, wave[:int(seconds * rate)], rate, subtype="PCM_16")
         live_run = realtime_run(args.model, short, seconds, truth)

@@ -311,6 +311,14 @@ def test_microphone_errors_are_clear(monkeypatch, tmp_path, capsys):
     assert "error: fake mic: no audio for 0.2 s; the device stopped delivering" in err
     assert time.monotonic() - started < 30
 
+    # Ctrl-C is how a microphone ends: a summary, exit 0
+    def interrupt(self, scanner):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(listen.Display, "level", interrupt)
+    assert run_main(["--model", str(model)]) == cli.EXIT_OK
+    err = capsys.readouterr().err
+    assert "listen: stopped after" in err and "0 detection(s) (none)" in err and "Traceback" not in err
+
 
 def test_usage_errors_exit_2(tmp_path, capsys):
     for argv, message in ((["-"], "--model is required"),

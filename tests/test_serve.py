@@ -271,7 +271,7 @@ def test_page_in_headless_chromium_shows_the_words_of_a_fake_microphone(real_mod
     sf.write(microphone, wave, rate, subtype="PCM_16")
     server = Served(real_model / "model.pt")
     try:
-        seen = listen_in_chromium(server.url, microphone, tmp_path / "profile", len(truth), timeout=90)
+        seen = listen_in_chromium(server.url, microphone, tmp_path / "profile", len(truth), timeout=300)
     finally:
         err = server.stop()
     assert server.process.returncode == 0 and "Traceback" not in err, err
@@ -320,7 +320,7 @@ def listen_in_chromium(url: str, microphone: Path, profile: Path, words: int, ti
                                  session=session)
             return reply["result"].get("value")
 
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while not evaluate("document.body.dataset.ready === '1'") and time.monotonic() < deadline:
             time.sleep(0.2)
         evaluate("document.getElementById('start').click()", userGesture=True)
