@@ -16,7 +16,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from preprocess import cli
-from preprocess.cli import SpecVisionError
 from train.checkpoint import load_model
 from train.data import DataError, SpectrogramFolder
 from train.engine import score_loader
@@ -67,16 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli.command
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        device = cli.pick_device(args.device).type
-        model, ckpt, _ = load_model(args.model, device)
-        result = score_folder(model, ckpt, args.images, device, args.batch_size, args.workers,
-                              progress=not args.json, skip_bad=args.skip_bad_images)
-    except SpecVisionError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
+    device = cli.pick_device(args.device).type
+    model, ckpt, _ = load_model(args.model, device)
+    result = score_folder(model, ckpt, args.images, device, args.batch_size, args.workers,
+                          progress=not args.json, skip_bad=args.skip_bad_images)
     for problem in result["skipped"]:
         print(f"skipped: {problem}", file=sys.stderr)
     status = cli.EXIT_INPUT_FAILED if result["skipped"] else cli.EXIT_OK

@@ -187,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -194,17 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--int8 is for --format onnx")
     if args.images is not None and not args.int8:
         parser.error("--images is for --int8 (its calibration and test images)")
-    try:
-        out, json_path, max_diff = export(args.model, args.format, args.out)
-    except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_UNUSABLE
-    except ExportMismatch as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_MISMATCH
-    except ExportError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_UNUSABLE
+    out, json_path, max_diff = export(args.model, args.format, args.out)  # errors carry their exit codes
     print(f"exported {args.model} -> {out} ({args.format}) and {json_path}")
     print(f"checked against PyTorch on {RANDOM_CHECK_IMAGES + 4} images (+ a batch of 1): "
           f"max |logit difference| {max_diff:.2e} <= {TOLERANCE:g}")
@@ -220,11 +211,7 @@ def int8_path(out: Path) -> Path:
 
 def export_int8(model_path: Path, out: Path, json_path: Path, images: Path | None) -> int:
     """--int8 after the fp32 export: quantize, compare, write only what is within the limit."""
-    try:
-        report = quantize.int8_export(model_path, out, images, log=print)
-    except quantize.QuantizeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_UNUSABLE
+    report = quantize.int8_export(model_path, out, images, log=print)
     target = int8_path(out)
     model = report.pop("model")
     loss = (report["fp32_acc"] - report["int8_acc"]) * 100

@@ -250,6 +250,7 @@ def check_options(parser: argparse.ArgumentParser, args) -> None:
         parser.error("--realtime is for a file SOURCE (a microphone and stdin are real time already)")
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

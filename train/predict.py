@@ -32,7 +32,6 @@ from tqdm import tqdm
 from preprocess import cli
 from preprocess.render import AUDIO_EXTENSIONS, MAX_AUDIO_SECONDS, AudioError, load_audio
 from train import detect, engines
-from train.checkpoint import CheckpointError
 from train.metrics import plot_timeline
 from train.predictor import PNG_EXTENSIONS, InputError, Prediction, Predictor
 
@@ -306,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -318,22 +318,14 @@ def main(argv: list[str] | None = None) -> int:
         options.check()
     except ValueError as err:
         parser.error(str(err))
-    try:
-        predictor = Predictor(args.model, "cpu" if args.bench else args.device, engine=args.engine)
-    except (CheckpointError, engines.EngineError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return cli.EXIT_UNUSABLE
+    predictor = Predictor(args.model, "cpu" if args.bench else args.device, engine=args.engine)
     try:
         options.check(predictor)
     except ValueError as err:
         parser.error(str(err))
 
     if args.bench is not None:
-        try:
-            result = bench(predictor, args.bench, args.batch_size)
-        except InputError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return cli.EXIT_INPUT_FAILED
+        result = bench(predictor, args.bench, args.batch_size)  # an unusable folder: InputError, exit 1
         for name in ("torch", "onnx"):
             figures = result[name]
             if figures is None:

@@ -300,6 +300,7 @@ async def serve(server: Server, host: str, port: int) -> None:
     print("serve: stopped", file=sys.stderr)
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -290,19 +290,17 @@ class Training:
                 dist.broadcast(buffer, 0)
 
 
+@cli.command
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     for name in ("epochs", "batch_size", "patience"):
         if getattr(args, name) < 1:
-            print(f"error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
-            return 2
+            raise SpecVisionError(f"--{name.replace('_', '-')} must be at least 1")
     for name in ("noise", "background"):
         if getattr(args, name) is not None and not 0.0 <= getattr(args, name) <= 1.0:
-            print(f"error: --{name} is a share of the training images, from 0 to 1", file=sys.stderr)
-            return 2
+            raise SpecVisionError(f"--{name} is a share of the training images, from 0 to 1")
     if not 0.0 <= args.speed < 0.5:
-        print("error: --speed is a fraction of the speed, from 0 (off) to below 0.5", file=sys.stderr)
-        return 2
+        raise SpecVisionError("--speed is a fraction of the speed, from 0 (off) to below 0.5")
     if args.threads:
         torch.set_num_threads(args.threads)
     training = None
@@ -313,9 +311,8 @@ def main(argv=None) -> int:
         while not training.done:
             training.run_epoch()
         metrics = training.finish()
-    except (SpecVisionError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return getattr(err, "exit_code", 2)
+    except ValueError as err:  # a setting no run can use (torch and the recipe say which)
+        raise SpecVisionError(str(err)) from None
     except KeyboardInterrupt:
         if training is not None and training.epochs_done and training.is_main:
             print(f"\ninterrupted after epoch {training.epochs_done}: continue with the same command "
