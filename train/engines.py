@@ -170,7 +170,7 @@ def _export_checked(model: torch.nn.Module, ckpt: dict, path: Path) -> None:
     from train import export
     settings = RenderSettings.from_dict(ckpt["render"])
     batch = export.check_inputs(settings, int(ckpt["input_size"][0]))
-    model = model.cpu().eval() if next(model.parameters()).device.type == "cpu" else model
+    model.eval()  # (a Predictor's model already is; the ONNX engine only runs CPU models)
     with torch.inference_mode():
         expected = model(batch).numpy()
     try:
