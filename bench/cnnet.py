@@ -24,7 +24,7 @@ from train.checkpoint import CheckpointError
 from train.data import DataError
 from train.models import DEFAULT_ARCH
 from train.options import EPOCHS, PATIENCE
-from train.train import Training, build_parser as train_parser
+from bench.side_by_side import train_interleaved
 
 BASELINE = "cnnet"
 THREADS = 1  # one thread per run: steadier on a shared CPU, and the same for both networks
@@ -32,21 +32,12 @@ THREADS = 1  # one thread per run: steadier on a shared CPU, and the same for bo
 
 def run_side_by_side(images: str, out: Path, epochs: int, patience: int, seed: int,
                      progress: bool) -> dict:
-    runs = {}
-    for key, arch in (("cnnet", BASELINE), ("default", DEFAULT_ARCH)):
-        args = train_parser().parse_args([
-            "--images", images, "--out", str(out / key), "--arch", arch, "--epochs", str(epochs),
-            "--patience", str(patience), "--seed", str(seed), "--workers", "0", "--cache",
-            *([] if progress else ["--no-progress"])])
-        runs[key] = Training(args)
-    while not all(run.done for run in runs.values()):
-        for key, run in runs.items():
-            if not run.done:
-                print(f"[{key}: {run.args.arch}]", end=" ", file=sys.stderr, flush=True)
-                run.run_epoch()
+    finished = train_interleaved({key: [
+        "--images", images, "--out", str(out / key), "--arch", arch, "--epochs", str(epochs),
+        "--patience", str(patience), "--seed", str(seed), "--workers", "0", "--cache",
+        *([] if progress else ["--no-progress"])] for key, arch in (("cnnet", BASELINE), ("default", DEFAULT_ARCH))})
     results = {}
-    for key, run in runs.items():
-        metrics = run.finish()
+    for key, (metrics, run) in finished.items():
         seconds = [e["seconds"] for e in metrics["epochs"]]
         results[key] = {
             "arch": metrics["arch"],

@@ -20,26 +20,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train.train import Training, build_parser as train_parser  # noqa: E402
+from bench.side_by_side import train_interleaved  # noqa: E402
 
 VARIANTS = {"fp32": ["--no-channels-last", "--no-bf16"], "channels_last": ["--channels-last", "--no-bf16"],
             "bf16": ["--no-channels-last", "--bf16"], "bf16_channels_last": ["--channels-last", "--bf16"]}
 
 
 def side_by_side(images: str, out: Path, variants: list[str], seed: int, epochs: int | None) -> dict:
-    runs = {}
-    for name in variants:
-        argv = ["--images", images, "--out", str(out / name), "--seed", str(seed), "--workers", "0", "--cache",
-                "--no-progress", *VARIANTS[name], *(["--epochs", str(epochs)] if epochs else [])]
-        runs[name] = Training(train_parser().parse_args(argv))
-    while not all(run.done for run in runs.values()):
-        for name, run in runs.items():
-            if not run.done:
-                print(f"[{name}]", end=" ", file=sys.stderr, flush=True)
-                run.run_epoch()
+    finished = train_interleaved({name: [
+        "--images", images, "--out", str(out / name), "--seed", str(seed), "--workers", "0", "--cache",
+        "--no-progress", *VARIANTS[name], *(["--epochs", str(epochs)] if epochs else [])] for name in variants})
     results = {}
-    for name, run in runs.items():
-        metrics = run.finish()
+    for name, (metrics, _) in finished.items():
         results[name] = {"train_img_per_s": round(metrics["train_images_per_s"], 1),
                          "epochs_run": len(metrics["epochs"]), "best_epoch": metrics["best_epoch"],
                          "best_val_acc": round(metrics["best_val_acc"], 4),
