@@ -276,8 +276,12 @@ def test_page_in_headless_chromium_shows_the_words_of_a_fake_microphone(real_mod
         err = server.stop()
     assert server.process.returncode == 0 and "Traceback" not in err, err
     assert seen["errors"] == [], seen["errors"]
+    # Chromium's fake microphone plays the file in a loop and the page may start listening partway
+    # through it: the words must come in the recording's order, read from wherever listening began.
     labels = [d["label"] for d in seen["detections"]][:len(truth)]
-    assert labels == [label for label, _ in truth], (seen["detections"], truth, seen["status"])
+    words = [label for label, _ in truth]
+    assert any(labels == [words[(i + k) % len(words)] for i in range(len(labels))] for k in range(len(words))), (
+        seen["detections"], truth, seen["status"])
     assert seen["windows"] > 50 and seen["current"] == [81, 201]
     with Image.open(io.BytesIO(seen["screenshot"])) as image:
         pixels = np.asarray(image.convert("RGB"))
