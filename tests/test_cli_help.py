@@ -10,7 +10,7 @@ COMMANDS = ["preprocess.prepare", "preprocess.synth", "preprocess.show", "prepro
             "preprocess.audit", "preprocess.scale", "preprocess.bench", "preprocess.render_ab",
             "preprocess.render_stages",
             "train.train", "train.evaluate", "train.predict", "train.report", "train.export",
-            "train.openset", "train.bench", "train.hostile_bench"]
+            "train.openset", "train.bench", "train.hostile_bench", "train.listen", "train.serve"]
 
 
 @pytest.mark.parametrize("module", COMMANDS)
