@@ -130,7 +130,8 @@ def test_each_word_is_printed_before_the_stream_ends_and_ctrl_c_summarises(model
     _, wave, truth = recording
     first = wave[:int((truth[0][1] + 1.5) * RATE)]
     process = subprocess.Popen(listen_command(model_path, "-", "--json"), stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=listen_env())
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=listen_env(),
+                               bufsize=0)
     try:
         process.stdin.write(pcm16(first))
         process.stdin.flush()
@@ -359,8 +360,8 @@ def test_microphone_through_a_virtual_device(model_path, recording, tmp_path):
     _, wave, truth = recording
     clip = tmp_path / "words.wav"
     sf.write(clip, wave, RATE, subtype="PCM_16")
-    process = subprocess.Popen(listen_command(model_path, "--json"), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, cwd=REPO, env=listen_env())
+    process = subprocess.Popen(listen_command(model_path, "--json"), stdout=subprocess.PIPE,  # unbuffered:
+                               stderr=subprocess.PIPE, cwd=REPO, env=listen_env(), bufsize=0)  # select() sees every line
     lines = []
     try:
         time.sleep(3)
