@@ -180,12 +180,12 @@ def realtime_run(model: Path, path: Path, seconds: float, truth: list) -> dict:
     matched = hits([f for _, f in found], [w for w in truth if w[2] < seconds])
     wall_of = {id(f): wall for wall, f in found}
     latencies = [wall_of[id(d)] - fed_from - word[2] for d, word in matched]
-    return {"banner": banner.strip(), "detections": len(found), "words": sum(w[2] < seconds for w in truth),
+    return {"banner": banner.strip(), "detections": len(found), "words": int(sum(w[2] < seconds for w in truth)),
             "found_words": len(matched),
             "latency_median_ms": round(1000 * float(np.median(latencies)), 1) if latencies else None,
             "latency_p90_ms": round(1000 * float(np.percentile(latencies, 90)), 1) if latencies else None,
             "latency_max_ms": round(1000 * float(np.max(latencies)), 1) if latencies else None,
-            "cpu_share": round((cpu_to - cpu_from) / max(wall_to - fed_from, 1e-9), 4),
+            "cpu_share": round(float(cpu_to - cpu_from) / max(wall_to - fed_from, 1e-9), 4),
             "wall_s": round(wall_to - fed_from, 1)}
 
 

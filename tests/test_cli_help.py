@@ -10,7 +10,7 @@ COMMANDS = ["preprocess.prepare", "preprocess.synth", "preprocess.show", "prepro
             "preprocess.audit", "bench.scale", "bench.preprocess_speed", "bench.render_ab",
             "bench.render_stages", "bench.seven_words",
             "train.train", "train.evaluate", "train.predict", "train.report", "train.export",
-            "train.openset", "bench.cnnet", "bench.hostile"]
+            "train.openset", "bench.cnnet", "bench.hostile", "train.listen", "train.serve", "train.suspects"]
 
 
 @pytest.mark.parametrize("module", COMMANDS)
