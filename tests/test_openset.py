@@ -161,7 +161,8 @@ def test_bad_options_and_data_are_usage_errors(tmp_path, capsys, real_data, othe
              (["--score-only", str(tmp_path), "--out", str(tmp_path), *common], "--score-only DIR"),
              (["--out", str(tmp_path / "x")], "--data: give the folders"),
              (["--out", str(tmp_path / "x"), "--negative-hours", "0", *common], "--negative-hours > 0"),
-             (["--out", str(tmp_path / "x"), "--data", str(tmp_path / "none")], "none: not a folder")]
+             (["--out", str(tmp_path / "x"), "--data", str(tmp_path / "none")], "none: not a folder"),
+             (["--out", str(tmp_path / "x"), "--folds", "5", "--fold", "5", *common], "--fold must be in 0..4")]
     cases += [(["--out", str(tmp_path / "x"), *bad, *common], "--hop must be > 0")
               for bad in (["--hop", "0"], ["--smooth", "-1"], ["--threshold", "1.5"])]
     for argv, message in cases:

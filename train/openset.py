@@ -363,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--folds", type=int, default=1,
                         help="speaker-disjoint folds, each the test side once; 1: one split with "
                              f"{folds.SINGLE_TEST_PCT:g}%% test speakers (default: %(default)s)")
+    parser.add_argument("--fold", type=int, default=None, metavar="K",
+                        help="run only fold K of --folds (0-based), e.g. to spread the folds over machines; "
+                             "its outputs go where the whole run would put them (DIR/fold<K>)")
     parser.add_argument("--synthetic", type=int, default=0, metavar="N",
                         help="train on N eSpeak NG clips per class (targets, unknown) instead of recorded "
                              "speech; scored on the same real test material")
@@ -389,6 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def fold_ids(args) -> list[int]:
+    return list(range(args.folds)) if args.fold is None else [args.fold]
+
+
 def check(args) -> None:
     """Unusable options or data -> cli.SpecVisionError (exit 2) before anything is trained."""
     if args.folds < 1 or args.synthetic < 0 or args.synthetic_unknown < 0 or args.negative_hours <= 0:
@@ -397,6 +404,8 @@ def check(args) -> None:
     if ((args.hop is not None and args.hop <= 0) or (args.smooth is not None and args.smooth < 0)
             or (args.threshold is not None and not 0 <= args.threshold <= 1)):
         raise cli.SpecVisionError("--hop must be > 0, --smooth >= 0, --threshold in 0..1")
+    if args.fold is not None and not 0 <= args.fold < args.folds:
+        raise cli.SpecVisionError(f"--fold must be in 0..{args.folds - 1}")
     if (args.out is None) == (args.score_only is None):
         raise cli.SpecVisionError("give --out (train and score) or --score-only DIR (score kept models)")
     args.data = list(args.data) + args.real + args.other
@@ -404,7 +413,7 @@ def check(args) -> None:
         raise cli.SpecVisionError("--data: give the folders of class folders to split (e.g. --data DIR1 DIR2)")
     args.corpus = folds.collect(args.data, args.words)
     if args.score_only is not None:
-        missing = [str(fold_folder(args.score_only, k) / name / "model.pt") for k in range(args.folds)
+        missing = [str(fold_folder(args.score_only, k) / name / "model.pt") for k in fold_ids(args)
                    for name in args.models if not (fold_folder(args.score_only, k) / name / "model.pt").is_file()]
         if missing:
             raise cli.SpecVisionError(f"--score-only: no model at {', '.join(missing)}")
@@ -418,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     torch.set_num_threads(max(1, min(torch.get_num_threads(), args.workers)))
     fold_run = run_fold if args.score_only is None else rescore_fold
-    results = [fold_run(args, fold) for fold in tqdm(range(args.folds), desc="folds", disable=args.folds < 2)]
+    ids = fold_ids(args)
+    results = [fold_run(args, fold) for fold in tqdm(ids, desc="folds", disable=len(ids) < 2)]
     summary = summarise(results, args.models)
     out = args.out or args.score_only
     det_curve.plot({name: summary[name]["det"] for name in args.models}, out / "det.png")
@@ -426,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     for fold in results:
         for name in args.models:
             fold[name].pop("det")
-    summary.update(folds=args.folds, synthetic=args.synthetic, synthetic_unknown=args.synthetic_unknown,
+    summary.update(folds=args.folds, fold=args.fold, synthetic=args.synthetic, synthetic_unknown=args.synthetic_unknown,
                    words=args.words, data=[str(d) for d in args.data], per_fold=results,
                    seconds=round(time.perf_counter() - start, 1))
     print(table(summary, args.models))
