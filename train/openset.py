@@ -251,9 +251,10 @@ def synthesize(args, material: Material, work: Path, per_word: int, unknown: int
     words: those stay real, and the held-out ones never heard), over the fold's train noise."""
     out = work / name
     noise = write_train_noise(material, work / "train_noise")
+    extra = (["--unknown-exclude", *args.corpus.words] if args.corpus.words else []) + (
+        ["--noise-dir", str(noise)] if any(noise.iterdir()) else [])  # else synth's generated noise
     code = synth_cli.main(["--words", *args.words, "--per-word", str(per_word), "--unknown", str(unknown),
-                           "--unknown-exclude", *args.corpus.words, "--out", str(out), "--seed", str(args.seed),
-                           "--noise-dir", str(noise), "--workers", str(args.workers), "--quiet"])
+                           *extra, "--out", str(out), "--seed", str(args.seed), "--workers", str(args.workers), "--quiet"])
     if code:
         raise SystemExit(f"synth failed (exit {code})")
     return out
