@@ -83,6 +83,9 @@ def test_folders_without_speaker_ids_empty_or_without_targets_are_clear_errors(t
         folds.collect([tmp_path / "named"], ["yes", "up"])
     corpus = folds.collect([tmp_path / "named"], ["yes", "no"])
     assert len(corpus.targets) == 2 and corpus.others == [] and corpus.words == []
+    _write(tmp_path / "noise" / "_background_noise_" / "hum.wav", seconds=3.0)  # background recordings only
+    corpus = folds.collect([tmp_path / "named", tmp_path / "noise"], ["yes", "no"])
+    assert len(corpus.targets) == 2 and [p.name for p in corpus.noise] == ["hum.wav"]
 
 
 def test_negative_recording_is_test_material_of_held_out_words_only(corpus):

@@ -83,13 +83,12 @@ def collect(folders: list[Path], targets: list[str]) -> Corpus:
         folder = Path(folder)
         if not folder.is_dir():
             raise FoldError(f"{folder}: not a folder")
+        noise_only = (folder / silence.NOISE_FOLDER).is_dir() and not any(
+            p.is_dir() and not p.name.startswith(("_", ".")) for p in folder.iterdir())
         try:
-            clips = sources.folder_clips(folder)
+            clips = [] if noise_only else sources.folder_clips(folder)  # a folder of background recordings only
         except sources.SourceError as err:
-            if (folder / silence.NOISE_FOLDER).is_dir() and "no audio files" in str(err):
-                clips = []  # a folder of background recordings only
-            else:
-                raise FoldError(str(err)) from None
+            raise FoldError(str(err)) from None
         anonymous = [c.path for c in clips if sources.NOHASH not in c.path.stem]
         if anonymous:
             raise FoldError(f"{folder}: {len(anonymous)} of {len(clips)} clips have no speaker id in their "
