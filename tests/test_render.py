@@ -9,7 +9,7 @@ from torchvision.datasets.folder import default_loader
 from torchvision.transforms.functional import to_tensor
 
 from preprocess.render import (AudioError, RenderSettings, colormap_lut, fit_length, image_to_tensor,
-                               load_audio, read_png_metadata, render_file, render_image, save_png,
+                               load_audio, read_plain_wav, read_png_metadata, render_file, render_image, save_png,
                                sha256_file)
 
 torch.set_num_threads(1)
@@ -139,6 +139,11 @@ def test_decoding_from_bytes_equals_decoding_from_the_path(tmp_path, fmt, subtyp
     with pytest.raises(AudioError, match="cannot decode") as info:
         load_audio(path, settings, path.read_bytes()[:30])  # a truncated header
     assert str(path) in str(info.value)
+    bogus = tmp_path / "bogus.wav"  # right magic, impossible chunk size: the wave module raises RuntimeError
+    bogus.write_bytes(b"RIFF\x10\x00\x00\x00WAVEnot really audio")
+    assert read_plain_wav(bogus) is None  # left to libsndfile, which names the problem
+    with pytest.raises(AudioError, match="cannot decode"):
+        load_audio(bogus, settings)
 
 
 def _wav_variants():
