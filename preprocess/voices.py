@@ -1,5 +1,6 @@
-"""Synthetic speakers: eSpeak NG voice settings dealt so that many clips come from many voices, and
-the plan of which speaker says which clip (file names carry the speaker, so splits keep them apart)."""
+"""Synthetic speakers: eSpeak NG voice settings and Piper settings, each maybe moved to another
+man, woman or child by the speaker transform, dealt so that many clips come from many voices; and the
+plan of which speaker says which clip (file names carry the speaker, so splits keep them apart)."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,6 +12,8 @@ import numpy as np
 
 from preprocess.cli import SpecVisionError
 from preprocess.espeak import Voice
+from preprocess.piper import PiperVoice
+from preprocess.speaker import Shift, draw_shift
 
 # Accents: the English voices in espeak-ng-data/lang/gmw (en-Shaw, the Shavian alphabet, is a script).
 LANGUAGES = ("en", "en-US", "en-029", "en-GB-scotland", "en-GB-x-gbclan", "en-GB-x-gbcwmd",
@@ -35,7 +38,16 @@ RATE = (110, 250)            # words per minute (eSpeak default 175)
 TAKE_PITCH_JITTER = 5        # +- per take, eSpeak units
 TAKE_RANGE_JITTER = 10
 TAKE_RATE_JITTER = 0.08      # +- fraction per take
-ENDINGS = ("", ".", "!", "?", ",")  # punctuation changes eSpeak's intonation contour
+ENDINGS = ("", ".", "!", "?", ",")  # punctuation changes eSpeak's and Piper's intonation contour
+ENGINES = ("espeak", "piper")
+PIPER_SHARE = 0.5            # of the speakers when both engines are used
+PIPER_LENGTH = (0.8, 1.45)   # Piper length_scale: faster..slower than the voice's own pace
+PIPER_NOISE = (0.3, 1.0)     # noise_scale: how much each take's voice quality varies
+PIPER_NOISE_W = (0.4, 1.2)   # noise_w: how much the phoneme durations vary
+TAKE_LENGTH_JITTER = 0.08    # +- fraction per take
+# Share of each engine's speakers moved by the speaker transform: Piper has one voice (an adult man),
+# so nearly all of its speakers are transformed; eSpeak's variants already span men, women and more.
+SHIFT_SHARE = {"espeak": 0.5, "piper": 0.9}
 
 
 class SynthError(SpecVisionError):
@@ -46,15 +58,30 @@ class SynthError(SpecVisionError):
 
 @dataclasses.dataclass(frozen=True)
 class Speaker:
-    voice: Voice
+    voice: Voice | PiperVoice
+    shift: Shift | None = None
+
+    @property
+    def engine(self) -> str:
+        return "piper" if isinstance(self.voice, PiperVoice) else "espeak"
 
     @property
     def group(self) -> str:
-        """File-name-safe id, e.g. 'enus-f3-p42-r61-s180': every setting that makes the voice."""
+        """File-name-safe id of every setting that makes the voice, e.g. 'enus-f3-p42-r61-s180' or
+        'piper-joe-l110-n067-w080-f112-p180-r09' (engine settings, then the speaker transform's)."""
         v = self.voice
-        language = re.sub(r"[^a-z0-9]", "", v.language.lower())
-        variant = re.sub(r"[^a-z0-9]", "", (v.variant or "default").lower())
-        return f"{language}-{variant}-p{v.pitch:02d}-r{v.pitch_range:02d}-s{v.rate:03d}"
+        if isinstance(v, PiperVoice):
+            name = (f"piper-joe-l{round(v.length * 100):03d}-n{round(v.noise * 100):03d}"
+                    f"-w{round(v.noise_w * 100):03d}")
+        else:
+            language = re.sub(r"[^a-z0-9]", "", v.language.lower())
+            variant = re.sub(r"[^a-z0-9]", "", (v.variant or "default").lower())
+            name = f"{language}-{variant}-p{v.pitch:02d}-r{v.pitch_range:02d}-s{v.rate:03d}"
+        return name + (f"-{self.shift.tag}" if self.shift else "")
+
+    def describe(self) -> dict:
+        return {"group": self.group, "engine": self.engine, **dataclasses.asdict(self.voice),
+                "shift": dataclasses.asdict(self.shift) if self.shift else None}
 
 
 def seeded_rng(*keys: int) -> np.random.Generator:
@@ -65,8 +92,47 @@ def word_key(word: str) -> int:
     return int.from_bytes(hashlib.sha256(word.encode("utf-8")).digest()[:8], "big")
 
 
-def make_speakers(seed: int, count: int, languages=LANGUAGES, variants=VARIANTS) -> list[Speaker]:
-    """`count` distinct speakers; the first k are the same for any count >= k.
+def make_speakers(seed: int, count: int, languages=LANGUAGES, variants=VARIANTS, engines=("espeak",),
+                  shift_share: dict | None = None) -> list[Speaker]:
+    """`count` distinct speakers from `engines`; the first k are the same for any count >= k.
+
+    With both engines, each speaker's engine is a seeded draw (PIPER_SHARE Piper); then a seeded share
+    of each engine's speakers (`shift_share`, e.g. SHIFT_SHARE; None: none) gets a speaker transform."""
+    if not engines or any(e not in ENGINES for e in engines):
+        raise SynthError(f"engines must be some of {list(ENGINES)}, got {list(engines)}")
+    if "espeak" not in engines:
+        piper = [True] * count
+    elif "piper" not in engines:
+        piper = [False] * count
+    else:
+        piper = [seeded_rng(seed, 0x919E, i).random() < PIPER_SHARE for i in range(count)]
+    shift_share = shift_share or {}
+    espeak = _espeak_speakers(seed, count - sum(piper), languages, variants)
+    made, taken, espeak_used = [], set(), 0
+    for index, is_piper in enumerate(piper):
+        rng = seeded_rng(seed, 0x5817, index)
+        if not is_piper:
+            espeak_used += 1
+        for _ in range(1000):  # redraw in the (rare) case of an existing group id
+            voice = _piper_voice(rng) if is_piper else espeak[espeak_used - 1].voice
+            shift = draw_shift(rng) if rng.random() < shift_share.get("piper" if is_piper else "espeak", 0) else None
+            speaker = Speaker(voice, shift)
+            if speaker.group not in taken:
+                break
+        else:
+            raise SynthError(f"cannot make {count} distinct speakers: use fewer clips")
+        taken.add(speaker.group)
+        made.append(speaker)
+    return made
+
+
+def _piper_voice(rng: np.random.Generator) -> PiperVoice:
+    return PiperVoice(round(float(rng.uniform(*PIPER_LENGTH)), 2), round(float(rng.uniform(*PIPER_NOISE)), 2),
+                      round(float(rng.uniform(*PIPER_NOISE_W)), 2))
+
+
+def _espeak_speakers(seed: int, count: int, languages=LANGUAGES, variants=VARIANTS) -> list[Speaker]:
+    """`count` distinct eSpeak speakers; the first k are the same for any count >= k.
 
     Variants and accents are dealt in a seeded order, cycling, so every variant is used once there
     are as many speakers as variants, and accents rotate across variants.
@@ -124,15 +190,20 @@ def plan_unknown_jobs(words: list[str], count: int, speakers: list[Speaker], see
             for i in range(count)]
 
 
-def plan_jobs(words: list[str], per_word: int, seed: int, languages=LANGUAGES, variants=VARIANTS):
-    speakers = make_speakers(seed, math.ceil(per_word / TAKES_PER_SPEAKER), languages, variants)
+def plan_jobs(words: list[str], per_word: int, seed: int, languages=LANGUAGES, variants=VARIANTS,
+              engines=("espeak",), shift_share: dict | None = None):
+    speakers = make_speakers(seed, math.ceil(per_word / TAKES_PER_SPEAKER), languages, variants, engines,
+                             shift_share)
     jobs = [ClipJob(word, index, speakers[index // TAKES_PER_SPEAKER], seed)
             for word in words for index in range(per_word)]
     return jobs, speakers
 
 
-def take_voice(base: Voice, rng: np.random.Generator) -> Voice:
-    """The speaker's voice with this take's small pitch, range and rate jitter."""
+def take_voice(base: Voice | PiperVoice, rng: np.random.Generator) -> Voice | PiperVoice:
+    """The speaker's voice with this take's small pitch, range and rate (or Piper length) jitter."""
+    if isinstance(base, PiperVoice):
+        return dataclasses.replace(base, length=base.length * rng.uniform(1 - TAKE_LENGTH_JITTER,
+                                                                          1 + TAKE_LENGTH_JITTER))
     def jitter(value: int, limit: int) -> int:
         return int(np.clip(value + rng.integers(-limit, limit + 1), 0, 99))
     pitch = jitter(base.pitch, TAKE_PITCH_JITTER)

@@ -1,4 +1,5 @@
-"""The eSpeak NG synthetic source: real engine, real files; determinism, format, voices, split, errors."""
+"""The eSpeak NG synthetic source: real engine, real files; determinism, format, voices, split, errors.
+(Piper, the engine mix and the speaker transform: test_voices.py.)"""
 from __future__ import annotations
 
 import csv
@@ -30,7 +31,7 @@ PER_WORD = len(VARIANTS) * len(LANGUAGES) * voices.TAKES_PER_SPEAKER  # every ac
 def run_synth(out: Path, *extra: str, workers: int = 2) -> int:
     return synth.main(["--words", *WORDS, "--per-word", str(PER_WORD), "--out", str(out), "--seed", "3",
                        "--variants", *VARIANTS, "--languages", *LANGUAGES, "--workers", str(workers),
-                       "--quiet", *extra])
+                       "--engine", "espeak", "--speaker-transform", "off", "--quiet", *extra])
 
 
 def wav_bytes(folder: Path) -> dict[str, bytes]:
