@@ -183,9 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "both, half the speakers each (default: %(default)s)")
     parser.add_argument("--speaker-transform", choices=("on", "off"), default="on",
                         help="move most speakers to another man, woman or child by changing formants and "
-                             "pitch (Praat through praat-parselmouth; %s of the eSpeak speakers, %s of "
-                             "Piper's) (default: %%(default)s)" % (f"{SHIFT_SHARE['espeak']:.0%}",
-                                                                   f"{SHIFT_SHARE['piper']:.0%}"))
+                             f"pitch (Praat through praat-parselmouth; {SHIFT_SHARE['espeak'] * 100:.0f}%% of "
+                             f"the eSpeak speakers, {SHIFT_SHARE['piper'] * 100:.0f}%% of Piper's) "
+                             "(default: %(default)s)")
     parser.add_argument("--espeak-loader", choices=("library", "binary"), default="library",
                         help="try first: the espeakng-loader library via ctypes, or the espeak-ng "
                              "program on PATH (the other is the fallback; default: %(default)s)")
