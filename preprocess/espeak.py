@@ -3,6 +3,8 @@
     engine = load_engine()                       # library from the espeakng-loader wheel, else binary
     wave = engine.synth("yes", Voice("en-us", "f3", pitch=60, pitch_range=40, rate=170))
     # float32 mono in [-1, 1] at engine.sample_rate (22050 Hz for eSpeak NG)
+    engine.phonemes("no")                        # 'nˈoʊ': IPA, as eSpeak would say it
+    phonemize(("yes", "know"))                   # ('jˈɛs', 'nˈo͡ʊ'): cached, one phoneme per tie group
 
 The library keeps process-global state (one voice, one callback), so a process owns one engine:
 make it once per worker process, after fork. Its samples depend only on the arguments of `synth`
@@ -14,6 +16,7 @@ import _ctypes
 import ctypes
 import ctypes.util
 import dataclasses
+import functools
 import io
 import os
 import re
@@ -38,6 +41,9 @@ INITIALIZE_DONT_EXIT = 0x8000  # return an error code instead of calling exit() 
 CHARS_UTF8 = 1
 POS_CHARACTER = 1
 EE_OK = 0
+PHONEMES_IPA = 0x02  # espeak_TextToPhonemes phonememode: bit 1 = IPA (UTF-8) instead of eSpeak's ASCII names
+PHONEMES_TIE = 0x80 | (0x361 << 8)  # bit 7: join the letters of one phoneme with bits 8-23 (U+0361 tie)
+TIE = "\u0361"
 PARAM_RATE, PARAM_VOLUME, PARAM_PITCH, PARAM_RANGE = 1, 2, 3, 4
 SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
@@ -103,6 +109,8 @@ class LibraryEngine:
                                   ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p],
                  ctypes.c_int),
                 ("espeak_Info", [ctypes.c_void_p], ctypes.c_char_p),
+                ("espeak_TextToPhonemes", [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int],
+                 ctypes.c_char_p),
                 ("espeak_Terminate", [], ctypes.c_int)):
             function = getattr(lib, name, None)
             if function is None:
@@ -158,6 +166,29 @@ class LibraryEngine:
             raise EngineError(f"espeak_Synth failed (code {code}) for {text!r} with voice {voice.name}")
         return _to_float(np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16))
 
+    def phonemes(self, text: str, voice_language: str = "en-us", ties: bool = False) -> str:
+        """The IPA eSpeak would say `text` with (clauses joined by a space), e.g. 'nˈoʊ' for "no".
+
+        ties=True joins the letters of one phoneme with U+0361 ('nˈo͡ʊ', 't͡ʃ'): eSpeak's own phoneme
+        boundaries. Transcribing touches the translator's state, so the engine counts as used: the
+        next `synth` reloads the library first and its samples stay those of a fresh engine.
+        """
+        if self._lib is None:
+            self._open()
+        lib, self._dirty = self._lib, True
+        if lib.espeak_SetVoiceByName(voice_language.encode()) != EE_OK:
+            raise EngineError(f"eSpeak NG has no voice {voice_language!r}")
+        data = ctypes.create_string_buffer(text.encode("utf-8") + b"\0")
+        pointer = ctypes.c_void_p(ctypes.addressof(data))  # advanced clause by clause, NULL at the end
+        mode = PHONEMES_IPA | (PHONEMES_TIE if ties else 0)
+        clauses = []
+        while pointer.value:
+            clause = lib.espeak_TextToPhonemes(ctypes.byref(pointer), CHARS_UTF8, mode)
+            if clause is None:
+                break
+            clauses.append(clause.decode("utf-8", errors="replace").strip())
+        return " ".join(c for c in clauses if c)
+
 
 class BinaryEngine:
     """The `espeak-ng` command line program, one process per utterance, WAV on --stdout."""
@@ -202,6 +233,18 @@ class BinaryEngine:
 
     def synth(self, text: str, voice: Voice) -> np.ndarray:
         return self.synth_with_rate(text, voice)[0]
+
+    def phonemes(self, text: str, voice_language: str = "en-us", ties: bool = False) -> str:
+        """As LibraryEngine.phonemes, from `espeak-ng -q --ipa` (--ipa=1: with U+0361 ties)."""
+        command = [self.binary, "-q", "--ipa=1" if ties else "--ipa", "-v", voice_language, "--", text]
+        try:
+            result = subprocess.run(command, capture_output=True, timeout=BINARY_TIMEOUT_S, check=True)
+        except subprocess.CalledProcessError as err:
+            message = err.stderr.decode(errors="replace").strip()
+            raise EngineError(f"{' '.join(command)} failed: {message}") from None
+        except (OSError, subprocess.SubprocessError) as err:
+            raise EngineError(f"{' '.join(command)} failed: {err}") from None
+        return " ".join(result.stdout.decode("utf-8", errors="replace").split())
 
 
 def _to_float(samples: np.ndarray) -> np.ndarray:
@@ -259,6 +302,18 @@ def load_engine(library: str | None = None, data: str | None = None, binary_path
             return engine
     raise EngineError("no eSpeak NG engine available (pip install espeakng-loader, or install the "
                       "espeak-ng program):\n  " + "\n  ".join(reasons))
+
+
+@functools.lru_cache(maxsize=64)
+def phonemize(words: tuple[str, ...], language: str = "en-us", prefer: str = "library") -> tuple[str, ...]:
+    """The tied IPA of each word (LibraryEngine.phonemes, ties=True), cached per tuple of words.
+
+    Loads an engine for the call and closes it after (a few hundred words take a fraction of a
+    second). A process holds one eSpeak library, so call this while no other engine is open in it
+    (and, like any engine, before forking workers, never in them).
+    """
+    with load_engine(prefer=prefer) as engine:
+        return tuple(engine.phonemes(word, language, ties=True) for word in words)
 
 
 def list_variants(data_path: str | None) -> list[str]:

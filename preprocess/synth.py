@@ -46,7 +46,7 @@ from preprocess.piper import PiperError, load_piper
 from preprocess.speaker import Shift, SpeakerError, change_voice
 from preprocess.voices import (ENDINGS, LANGUAGES, SHIFT_SHARE, TAKES_PER_SPEAKER, VARIANTS, ClipJob, Speaker,
                                SynthError, plan_jobs, plan_unknown_jobs, seeded_rng, take_voice, word_key)
-from preprocess.wordlist import unknown_words
+from preprocess.wordlist import SOUND_ALIKE_SHARE, unknown_plan, unknown_sound_alikes
 
 SAMPLE_RATE = 16000
 DEFAULT_WORDS = ["yes", "no"]
@@ -156,11 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="picks speakers and variations (default: %(default)s)")
     parser.add_argument("--unknown", type=int, default=0, metavar="N",
                         help="also write N clips of other common English words (a built-in list of a few "
-                             "hundred, without the --words and their near-homophones), one folder per "
-                             "word, spread evenly: the 'unknown' class of `python -m preprocess --source "
+                             "hundred, without the --words and their homophones), one folder per word, "
+                             "spread evenly: the 'unknown' class of `python -m preprocess --source "
                              "folder --words ... --unknown-pct P` (default: %(default)s)")
     parser.add_argument("--unknown-exclude", nargs="+", default=[], metavar="WORD",
                         help="words to leave out of the unknown list too (e.g. ones you test on)")
+    parser.add_argument("--sound-alike-share", type=float, default=SOUND_ALIKE_SHARE, metavar="F",
+                        help="of the --unknown clips, the share that says words sounding like a target "
+                             "(by eSpeak NG's phonemes: 'go', 'now', 'nose' for 'no'), the hard negatives "
+                             "a spotter must learn to reject; 0 spreads all over the word list "
+                             "(default: %(default)s)")
     parser.add_argument("--background", type=float, default=0.0, metavar="SECONDS",
                         help="also write OUT/_background_noise_/ with generated white, pink and brown noise "
                              "recordings this long (seeded): the background the folder source crops for a "
@@ -196,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_args(args) -> None:
     if args.per_word < 1 or args.unknown < 0:
         raise SynthError("--per-word must be at least 1 and --unknown not negative")
+    if not 0.0 <= args.sound_alike_share <= 1.0:
+        raise SynthError(f"--sound-alike-share must be between 0 and 1, got {args.sound_alike_share}")
     if args.duration <= 0 or args.workers < 1 or args.seed < 0:
         raise SynthError("--duration must be positive, --workers at least 1, --seed not negative")
     bad = [w for w in args.words if not re.fullmatch(r"[^\W_][\w' -]*", w) or w.startswith((".", "_"))]
@@ -241,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     noises, noise_names, noise_problems = load_noises(args.noise_dir) if args.noise_dir else ([], [], [])
     jobs, speakers = plan_jobs(args.words, args.per_word, args.seed, tuple(args.languages), variants, kinds,
                                shift_share)
-    others = unknown_words(args.words, args.unknown_exclude) if args.unknown else []
+    # the phonemes load eSpeak for a moment: after the probe is closed, before the workers fork
+    others = unknown_plan(args.words, args.unknown_exclude, args.unknown, args.sound_alike_share)
+    alikes = unknown_sound_alikes(args.words, args.unknown_exclude) if args.unknown else []
     jobs += plan_unknown_jobs(others, args.unknown, speakers, args.seed) if others else []
     todo = jobs
     if standin:  # dataset names; clips already there are kept (resume, or grow with --per-word)
@@ -288,10 +297,12 @@ def main(argv: list[str] | None = None) -> int:
               "this run and will be used downstream too; use a fresh --out", file=sys.stderr)
     if args.background > 0:
         write_background(args.out / "_background_noise_", args.background, args.seed)
-    _write_info(args, engine_text, speakers, noise_names, len(jobs) - len(failures), others)
+    _write_info(args, engine_text, speakers, noise_names, len(jobs) - len(failures), others, alikes)
     if standin:
         print(standin.finish(args.out, jobs, len(jobs) - len(todo), args.seed, SAMPLE_RATE))
-    unknown_text = f" + {args.unknown} of {len(others)} other words" if args.unknown else ""
+    said_alikes = len(set(others) & set(alikes))
+    unknown_text = (f" + {args.unknown} of {len(set(others))} other words, {said_alikes} of them sound-alikes"
+                    if args.unknown else "")
     print(f"synth: {len(jobs) - len(failures)}/{len(jobs)} clips ({len(args.words)} words x {args.per_word}"
           f"{unknown_text}) "
           f"from {len(speakers)} speakers ({_speaker_text(speakers)}) in {seconds:.1f} s "
@@ -325,9 +336,10 @@ def _speaker_text(speakers: list[Speaker]) -> str:
 
 
 def _write_info(args, engine_text: str, speakers: list[Speaker], noise_names: list[str],
-                written: int, others: list[str]) -> None:
+                written: int, others: list[str], alikes: list[str]) -> None:
     info = {"words": args.words, "per_word": args.per_word, "seed": args.seed, "duration": args.duration,
-            "unknown": args.unknown, "unknown_words": others[:args.unknown],
+            "unknown": args.unknown, "unknown_words": list(dict.fromkeys(others)),
+            "sound_alike_share": args.sound_alike_share, "sound_alikes": alikes,
             "sample_rate": SAMPLE_RATE, "engine": engine_text, "written": written,
             "noise": noise_names + list(NOISE_COLOURS),
             "engines": list(ENGINE_CHOICES[args.engine]), "speaker_transform": args.speaker_transform,

@@ -3,6 +3,7 @@ man, woman or child by the speaker transform, dealt so that many clips come from
 plan of which speaker says which clip (file names carry the speaker, so splits keep them apart)."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import math
@@ -184,10 +185,16 @@ class UnknownJob(ClipJob):
 
 
 def plan_unknown_jobs(words: list[str], count: int, speakers: list[Speaker], seed: int) -> list[UnknownJob]:
-    """`count` clips of other words, the words taken in turn and the speakers in turn (the targets'
-    speakers: the same voices say target and unknown words, so voice is no clue to the class)."""
-    return [UnknownJob(words[i % len(words)], i // len(words), speakers[i % len(speakers)], seed)
-            for i in range(count)]
+    """`count` clips of other words: clip i says words[i % len(words)] (a per-clip plan such as
+    wordlist.unknown_plan, or a list to take in turn), and the speakers in turn (the targets'
+    speakers: the same voices say target and unknown words, so voice is no clue to the class). A
+    job's index counts the clips of its word so far, so no two files get one name."""
+    jobs, said = [], collections.Counter()
+    for i in range(count):
+        word = words[i % len(words)]
+        jobs.append(UnknownJob(word, said[word], speakers[i % len(speakers)], seed))
+        said[word] += 1
+    return jobs
 
 
 def plan_jobs(words: list[str], per_word: int, seed: int, languages=LANGUAGES, variants=VARIANTS,
