@@ -68,6 +68,13 @@ def change_voice(wave: np.ndarray, sample_rate: int, shift: Shift, seed: int) ->
     """`wave` (float mono) spoken by the speaker `shift` describes; same length, float32."""
     if shift == Shift():
         return wave.astype(np.float32)
+    try:
+        return _change(wave, sample_rate, shift, seed)
+    except SpeakerError:  # PSOLA found too little pitch to move (a short or rough word): formants only
+        return _change(wave, sample_rate, Shift(shift.formant_ratio), seed)
+
+
+def _change(wave: np.ndarray, sample_rate: int, shift: Shift, seed: int) -> np.ndarray:
     parselmouth, call, run = _praat()
     pad = int(PAD_S * sample_rate)
     sound = parselmouth.Sound(np.pad(wave.astype(np.float64), pad), sampling_frequency=float(sample_rate))

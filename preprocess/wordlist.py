@@ -83,7 +83,10 @@ deep jeep glue clue tall hall teeth thumb drum toast post most ghost wheel meal 
 cough soft lent rent bent tent sent lend send bend dawn goal goes knew
 """.split())
 
-LEXICON = COMMON_WORDS + SHORT_WORDS
+# Folder names that mean something else to `python -m preprocess` (split folders, the open-world
+# classes): an unknown word folder called "train" would turn the synth folder into a pre-split one.
+RESERVED = ("train", "val", "test", "unknown", "silence")
+LEXICON = tuple(w for w in COMMON_WORDS + SHORT_WORDS if w not in RESERVED)
 
 # True homophones and spellings, never unknown when one of them is a target (most are also found by
 # their phonemes; these are the ones eSpeak may read apart, e.g. "yess" as "jɛsz").

@@ -140,3 +140,20 @@ def test_missing_voice_packages_are_a_clear_error(tmp_path, monkeypatch, capsys)
     assert run(tmp_path / "e", "--engine", "espeak") == 2
     assert "praat-parselmouth" in capsys.readouterr().err
     assert run(tmp_path / "plain", "--engine", "espeak", "--speaker-transform", "off") == 0
+
+
+def test_when_psola_cannot_move_the_pitch_the_formants_still_move(monkeypatch):
+    real = speaker._change
+    calls = []
+
+    def no_pitch(wave, sr, shift, seed):
+        calls.append(shift)
+        if shift.pitch_hz:
+            raise speaker.SpeakerError("no pitch")
+        return real(wave, sr, shift, seed)
+
+    monkeypatch.setattr(speaker, "_change", no_pitch)
+    vowel = _vowel(120.0)
+    changed = speaker.change_voice(vowel, 22050, speaker.Shift(1.2, 200.0, 1.3), seed=1)
+    assert calls == [speaker.Shift(1.2, 200.0, 1.3), speaker.Shift(1.2)]
+    assert np.array_equal(changed, real(vowel, 22050, speaker.Shift(1.2), 1))

@@ -14,6 +14,14 @@ from preprocess.espeak import TIE, Voice, load_engine, phonemize
 VOICE = Voice("en-US", "f2", pitch=60, pitch_range=40, rate=160)
 
 
+def test_no_unknown_word_is_a_folder_name_preprocess_reads_otherwise():
+    from preprocess.layout import SILENCE, SPLITS, UNKNOWN
+    reserved = {*SPLITS, UNKNOWN, SILENCE}
+    assert set(wordlist.RESERVED) == reserved
+    assert not reserved & set(wordlist.LEXICON)
+    assert not reserved & set(wordlist.unknown_plan(["yes", "no"], [], 2000))
+
+
 def test_phonemes_are_plausible_ipa_and_ties_mark_one_phoneme():
     with load_engine() as engine:
         yes, no = engine.phonemes("yes"), engine.phonemes("no")
