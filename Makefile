@@ -10,7 +10,7 @@ SHARED      := ../shared/data
 SHARED_REAL := $(SHARED)/speech_commands_real
 REAL_DATA   := $(SHARED_REAL) $(SHARED)/speech_commands_more $(SHARED)/speech_commands_other_words
 
-.PHONY: setup demo test bench openset seven clean
+.PHONY: setup demo test bench openset seven real clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,10 @@ openset: $(STAMP)
 # Seven real words, the default model against CNNet side by side (15 epochs: cnnet needs minutes an epoch)
 seven: $(STAMP)
 	$(PY) -m bench.seven_words --data $(SHARED_REAL) $(SHARED)/speech_commands_more --out seven --epochs 15
+
+# The demo model (synthetic speech only) on every real clip in ../shared: yes/no right, rejected, other words
+real: $(STAMP)
+	$(PY) -m bench.real_speech --model models/demo/model.pt --data $(REAL_DATA)
 
 clean:
 	rm -rf images/train images/val images/test images/render.json images/manifest.csv images/.openworld models/demo report audit data

@@ -199,7 +199,9 @@ def measure_size(size: int, args: argparse.Namespace, last_model: list[Path]) ->
               f"(largest process), {measured['peak_pss_total_mb']:.0f} MB PSS (all processes)", flush=True)
         return measured
 
+    # eSpeak NG alone, as the figures in docs/benchmarks.md were made: this measures the stages' scaling
     synth_args = ["--layout", "speechcommands", "--words", *words, "--out", audio, "--seed", args.seed,
+                  "--engine", "espeak", "--speaker-transform", "off",
                   "--quiet"] + (["--workers", args.workers] if args.workers else [])
     render = module("preprocess", "--source", "speechcommands", "--root", audio, "--words", *words,
                     "--out", images, "--quiet") + (["--workers", args.workers] if args.workers else [])

@@ -22,7 +22,8 @@ def standin_dir(tmp_path_factory) -> Path:
     """All 35 v0.02 word folders, _background_noise_ and the official-rule lists (560 clips, ~5 s)."""
     out = tmp_path_factory.mktemp("setups") / "speech_commands"
     assert synth.main(["--layout", "speechcommands", "--per-word", str(PER_WORD), "--out", str(out),
-                       "--seed", "0", "--workers", "2", "--quiet"]) == 0
+                       "--seed", "0", "--workers", "2", "--quiet", "--engine", "espeak",
+                       "--speaker-transform", "off"]) == 0  # the layout is the subject: eSpeak alone is faster
     return out
 
 
