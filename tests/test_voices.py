@@ -126,6 +126,8 @@ def test_mixed_speakers_are_stable_and_distinct():
     assert 0.3 < piper_share < 0.7
     assert np.mean([s.shift is not None for s in many if s.engine == "piper"]) > 0.7
     assert all(s.shift is None for s in voices.make_speakers(0, 20))  # the library default: as before
+    mostly_piper = voices.make_speakers(0, 60, engines=kinds, piper_share=0.9)
+    assert np.mean([s.engine == "piper" for s in mostly_piper]) > 0.75
 
 
 def test_missing_voice_packages_are_a_clear_error(tmp_path, monkeypatch, capsys):
@@ -140,6 +142,8 @@ def test_missing_voice_packages_are_a_clear_error(tmp_path, monkeypatch, capsys)
     assert run(tmp_path / "e", "--engine", "espeak") == 2
     assert "praat-parselmouth" in capsys.readouterr().err
     assert run(tmp_path / "plain", "--engine", "espeak", "--speaker-transform", "off") == 0
+    assert run(tmp_path / "share", "--piper-share", "1.5") == 2
+    assert "--piper-share" in capsys.readouterr().err
 
 
 def test_when_psola_cannot_move_the_pitch_the_formants_still_move(monkeypatch):
