@@ -72,6 +72,13 @@ def listen_env() -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
+def default_sigint() -> None:
+    """In the child before exec: Ctrl-C as a terminal gives it. A shell's background job starts with
+    SIGINT ignored, and Python then installs no KeyboardInterrupt handler: the tests' Ctrl-C would
+    be lost wherever the suite itself was started in the background."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_listen(model: Path, *args: str, stdin: bytes = b"", timeout: float = 300):
     return subprocess.run(listen_command(model, *args), input=stdin, capture_output=True, cwd=REPO,
                           env=listen_env(), timeout=timeout)
@@ -130,6 +137,7 @@ def test_each_word_is_printed_before_the_stream_ends_and_ctrl_c_summarises(model
     _, wave, truth = recording
     first = wave[:int((truth[0][1] + 1.5) * RATE)]
     process = subprocess.Popen(listen_command(model_path, "-", "--json"), stdin=subprocess.PIPE,
+                               preexec_fn=default_sigint,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=listen_env(),
                                bufsize=0)
     try:
@@ -365,6 +373,7 @@ def test_microphone_through_a_virtual_device(model_path, recording, tmp_path):
     clip = tmp_path / "words.wav"
     sf.write(clip, wave, RATE, subtype="PCM_16")
     process = subprocess.Popen(listen_command(model_path, "--json"), stdout=subprocess.PIPE,  # unbuffered:
+                               preexec_fn=default_sigint,
                                stderr=subprocess.PIPE, cwd=REPO, env=listen_env(), bufsize=0)  # select() sees every line
     lines = []
     try:

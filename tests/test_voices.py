@@ -40,6 +40,10 @@ def test_piper_speaks_the_word_and_its_noise_comes_from_the_seed_only(engine):
     slow = engine.synth("yes", PiperVoice(length=1.6), np.random.default_rng(1))
     assert len(slow) > 1.3 * len(first)          # length_scale is the pace
     assert engine.phonemes("no")[0] == "n"
+    # it says the asked word: another word is other sounds, a longer one lasts longer
+    assert engine.phonemes("yes") != engine.phonemes("guess")
+    longer = engine.synth("understandable", PiperVoice(), np.random.default_rng(1))
+    assert len(longer) > 1.5 * len(first)
 
 
 @pytest.mark.slow
