@@ -255,7 +255,7 @@ def synthesize(args, material: Material, work: Path, per_word: int, unknown: int
         ["--noise-dir", str(noise)] if any(noise.iterdir()) else [])  # else synth's generated noise
     code = synth_cli.main(["--words", *args.words, "--per-word", str(per_word), "--unknown", str(unknown),
                            *extra, "--out", str(out), "--seed", str(args.seed), "--workers", str(args.workers), "--quiet"])
-    if code:
+    if code == cli.EXIT_UNUSABLE:  # exit 1, some clips failed (named on stderr): the others will do
         raise SystemExit(f"synth failed (exit {code})")
     return out
 
