@@ -127,3 +127,20 @@ def test_user_mistakes_exit_2_with_the_reason(model, data, tmp_path, capsys):
     assert code == 2 and f"{tmp_path / 'missing'}: no such folder" in err
     code, _, err = run(capsys, "--model", model, "--data", dirs[0] / "no")  # a class folder, not a DIR
     assert code == 2 and "no clips found" in err
+
+
+def test_operating_points_trade_rejections_for_false_accepts_by_one_offset():
+    """Two targets and 'unknown'; the offset on 'unknown' alone decides each point (worked by hand)."""
+    import torch
+    from bench.real_speech import operating_points
+    classes = ["no", "unknown", "yes"]
+    rows = [("yes", [0.0, 1.0, 2.0]),    # right at any offset >= -1
+            ("yes", [0.0, 1.5, 1.0]),    # right once 'unknown' is lowered by more than 0.5
+            ("no", [1.0, 3.0, 0.0]),     # right once lowered by more than 2
+            ("cat", [0.0, 2.0, 1.2])]    # accepted (as yes) once lowered by more than 0.8
+    rows += [("cat", [0.0, 5.5, 0.0])] * 9   # accepted only past 5.5
+    points = operating_points([(w, torch.tensor(r)) for w, r in rows], classes, ["yes", "no"])
+    # at most 5 % of the 10 other clips: none accepted, offset <= 0.8: the two yes right, not the no
+    assert points["0.05"] == pytest.approx(2 / 3, abs=1e-4)
+    # at most 10 %: one may be accepted, offset up to 5.5: all three right
+    assert points["0.1"] == pytest.approx(1.0)
