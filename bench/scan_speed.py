@@ -50,6 +50,8 @@ def main(argv=None) -> int:
     parser.add_argument("--clips", required=True, type=Path, help="folder of short clips (class folders)")
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--hop", type=float, default=None,
+                        help="seconds between windows (default: the model's own, as predict uses)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     names = ["torch"] + (["onnx"] if engines.onnxruntime_available() else [])
@@ -63,7 +65,7 @@ def main(argv=None) -> int:
         for rep in range(args.reps):
             for name in names if rep % 2 == 0 else names[::-1]:
                 cpu, start = time.process_time(), time.perf_counter()
-                results = predict.predict([recording], predictors[name], predict.Options())
+                results = predict.predict([recording], predictors[name], predict.Options(hop_s=args.hop))
                 wall, cpu = time.perf_counter() - start, time.process_time() - cpu
                 assert not results.failures, results.failures
                 scan = results.answers[0]
@@ -72,7 +74,7 @@ def main(argv=None) -> int:
                 print(f"{name:>5}: {seconds:.0f} s of audio, {len(scan.starts_s)} windows in {wall:.1f} s "
                       f"({seconds / wall:.0f}x real time; CPU {cpu:.1f} s), {len(scan.detections)} detections",
                       flush=True)
-    result = {"recording_s": seconds, "threads": 1, "hop_s": predictors["torch"].default_hop_s()}
+    result = {"recording_s": seconds, "threads": 1, "hop_s": args.hop or predictors["torch"].default_hop_s()}
     for name in names:
         wall = float(np.median([r[0] for r in runs[name]]))
         cpu = float(np.median([r[1] for r in runs[name]]))
