@@ -165,3 +165,21 @@ def test_when_psola_cannot_move_the_pitch_the_formants_still_move(monkeypatch):
     changed = speaker.change_voice(vowel, 22050, speaker.Shift(1.2, 200.0, 1.3), seed=1)
     assert calls == [speaker.Shift(1.2, 200.0, 1.3), speaker.Shift(1.2)]
     assert np.array_equal(changed, real(vowel, 22050, speaker.Shift(1.2), 1))
+
+
+@pytest.mark.slow
+def test_the_voices_need_no_network(tmp_path):
+    """Piper, its voice and the speaker transform run with every network call refused."""
+    import subprocess
+    from conftest import REPO
+    script = (
+        "import socket, sys\n"
+        "def refuse(*args, **kwargs):\n"
+        "    raise OSError('network used')\n"
+        "socket.socket.connect = socket.create_connection = socket.getaddrinfo = refuse\n"
+        "from preprocess import synth\n"
+        f"sys.exit(synth.main(['--words', 'yes', '--per-word', '4', '--unknown', '2', '--engine', 'piper',\n"
+        f"                     '--out', {str(tmp_path / 'out')!r}, '--workers', '1', '--quiet']))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "out").rglob("*.wav"))) == 6
