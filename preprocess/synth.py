@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Synthesize a spoken-word data set with eSpeak NG and Piper: "
                     "OUT/<word>/<speaker>_nohash_<take>.wav (16 kHz mono 16-bit), ready for "
                     "`python -m preprocess --source folder --root OUT`.",
-        epilog="Each speaker (accent, voice variant, pitch, range, rate) says every word "
+        epilog="Each speaker (an eSpeak accent, voice variant, pitch, range and rate, or a Piper pace and "
+               "variation; most moved to another man, woman or child by the speaker transform) says every word "
                f"{TAKES_PER_SPEAKER} times; each take gets its own intonation, breathiness, position, EQ, "
                "reverb, level, click/breath burst and background noise. Same arguments, same bytes. "
                "Exit status: 0 all clips written, 1 some failed, 2 could not start.")
