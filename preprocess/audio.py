@@ -122,7 +122,7 @@ def _plain_pcm16(data: bytes, max_seconds: float) -> tuple[np.ndarray, int] | No
                     or frames * channels > WHOLE_DECODE_SAMPLES or frames / rate > max_seconds):
                 return None
             raw = handle.readframes(frames)
-    except (stdlib_wave.Error, EOFError, ValueError, OverflowError, RuntimeError):  # Runtime: bogus chunk size
+    except (stdlib_wave.Error, EOFError, ValueError, OverflowError, RuntimeError):  # Runtime: bad chunk size
         return None
     if len(raw) != frames * channels * 2:
         return None
