@@ -84,22 +84,28 @@ def rename_jobs(jobs: list[ClipJob], speakers: list, seed: int) -> list[StandinJ
                       speaker_id=ids[job.speaker.group]) for job in jobs]
 
 
-def missing_jobs(jobs: list, out: Path, seed: int, duration: float) -> list:
+# What a synth.json written before the engine choice existed means: eSpeak NG alone, untransformed.
+OLD_VOICES = {"engines": ["espeak"], "speaker_transform": "off", "piper_share": 0.5}
+
+
+def missing_jobs(jobs: list, out: Path, seed: int, duration: float, voices: dict | None = None) -> list:
     """The jobs whose clip is not on disk yet (written atomically: a clip that exists is complete).
 
-    Kept clips must come from the same seed and duration (synth.json says what made them), or the
-    folder would mix two data sets: then SynthError.
+    Kept clips must come from the same seed, duration and voices (`voices`: engines, speaker
+    transform, Piper share; synth.json says what made them), or the folder would mix two data sets
+    (other voices are other speakers, under other ids): then SynthError.
     """
     info_path = out / "synth.json"
+    asked = {"seed": seed, "duration": duration, **(voices or {})}
     if info_path.is_file():
         try:
             info = json.loads(info_path.read_text())
-            made = {"seed": info["seed"], "duration": info["duration"]}
+            made = {key: info.get(key, OLD_VOICES.get(key)) if key in OLD_VOICES else info[key] for key in asked}
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise SynthError(f"{info_path}: unreadable ({err}); use a fresh --out") from None
-        if made != {"seed": seed, "duration": duration}:
-            raise SynthError(f"{out} holds a stand-in made with {made}, not seed {seed} and duration "
-                             f"{duration}: its clips would be mixed with these; use a fresh --out")
+        if made != asked:
+            raise SynthError(f"{out} holds a stand-in made with {made}, not {asked}: its clips would be "
+                             "mixed with these; use a fresh --out")
     return [job for job in jobs if not (out / job.relative_path).is_file()]
 
 

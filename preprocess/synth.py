@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     todo = jobs
     if standin:  # dataset names; clips already there are kept (resume, or grow with --per-word)
         jobs = standin.rename_jobs(jobs, speakers, args.seed)
-        todo = standin.missing_jobs(jobs, args.out, args.seed, args.duration)
+        todo = standin.missing_jobs(jobs, args.out, args.seed, args.duration, _voices(args))
     for problem in noise_problems:
         print(f"warning: skipped noise file {problem}", file=sys.stderr)
     if skipped:
@@ -331,6 +331,12 @@ def write_background(folder: Path, seconds: float, seed: int) -> None:
         write_wav(folder / f"{colour}_noise.wav", np.clip(wave, -1, 1).astype(np.float32))
 
 
+def _voices(args) -> dict:
+    """What chose the speakers, besides the seed (synth.json; a grown stand-in must match it)."""
+    return {"engines": list(ENGINE_CHOICES[args.engine]), "speaker_transform": args.speaker_transform,
+            "piper_share": args.piper_share}
+
+
 def _speaker_text(speakers: list[Speaker]) -> str:
     espeak = [s for s in speakers if s.engine == "espeak"]
     parts = [f"{len(espeak)} eSpeak: {len({s.voice.variant for s in espeak})} variants, "
@@ -347,7 +353,7 @@ def _write_info(args, engine_text: str, speakers: list[Speaker], noise_names: li
             "sound_alike_share": args.sound_alike_share, "sound_alikes": alikes,
             "sample_rate": SAMPLE_RATE, "engine": engine_text, "written": written,
             "noise": noise_names + list(NOISE_COLOURS),
-            "engines": list(ENGINE_CHOICES[args.engine]), "speaker_transform": args.speaker_transform,
+            **_voices(args),
             "speakers": [s.describe() for s in speakers]}
     atomic_write_text(args.out / "synth.json", json.dumps(info, indent=1))
 

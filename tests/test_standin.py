@@ -113,7 +113,11 @@ def test_growing_keeps_old_clips_and_matches_a_fresh_run(standin_dir, tmp_path, 
     # kept clips must be of the same seed: another seed is refused, nothing is written
     assert synth.main(["--layout", "speechcommands", "--words", *WORDS, "--per-word", str(PER_WORD + 8),
                        "--out", str(grown), "--seed", "1", "--quiet", *ESPEAK_ONLY]) == 2
-    assert "made with {'seed': 0, 'duration': 1.0}" in capsys.readouterr().err
+    assert "made with {'seed': 0, 'duration': 1.0, 'engines': ['espeak']" in capsys.readouterr().err
+    # and of the same voices: the default engine mix would add other speakers under other ids
+    assert synth.main(["--layout", "speechcommands", "--words", *WORDS, "--per-word", str(PER_WORD + 8),
+                       "--out", str(grown), "--seed", "0", "--quiet"]) == 2
+    assert "'engines': ['espeak', 'piper']" in capsys.readouterr().err
     assert len(list(grown.rglob("*.wav"))) == len(after)
     fresh = tmp_path / "fresh"
     assert make_standin(fresh, per_word=PER_WORD + 4) == 0
