@@ -64,6 +64,11 @@ def _praat():
     return parselmouth, call, run
 
 
+def require() -> None:
+    """Raise SpeakerError naming the package if Praat (praat-parselmouth) is missing."""
+    _praat()
+
+
 def change_voice(wave: np.ndarray, sample_rate: int, shift: Shift, seed: int) -> np.ndarray:
     """`wave` (float mono) spoken by the speaker `shift` describes; same length, float32."""
     if shift == Shift():

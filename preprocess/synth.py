@@ -44,7 +44,8 @@ from preprocess.effects import (BREATH_PROBABILITY, EQ_PROBABILITY, EVENT_DB, EV
 from preprocess.espeak import EngineError, list_variants, load_engine
 from preprocess.piper import PiperError, load_piper
 from preprocess.piper import require as require_piper
-from preprocess.speaker import Shift, SpeakerError, change_voice
+from preprocess.speaker import SpeakerError, change_voice
+from preprocess.speaker import require as require_praat
 from preprocess.voices import (ENDINGS, LANGUAGES, PIPER_SHARE, SHIFT_SHARE, TAKES_PER_SPEAKER, VARIANTS, ClipJob, Speaker,
                                SynthError, plan_jobs, plan_unknown_jobs, seeded_rng, take_voice, word_key)
 from preprocess.wordlist import SOUND_ALIKE_SHARE, unknown_plan, unknown_sound_alikes
@@ -248,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     if "piper" in kinds:  # a clear error now rather than in every worker
         engine_text = f"{engine_text} + {require_piper()}" if "espeak" in kinds else require_piper()
     if shift_share:
-        change_voice(np.zeros(1600, np.float32), 16000, Shift(1.1), 0)  # says now if Praat is missing
+        require_praat()  # a clear error now rather than in every worker
     variants, skipped = _pick_variants(args.variants, available)
     noises, noise_names, noise_problems = load_noises(args.noise_dir) if args.noise_dir else ([], [], [])
     jobs, speakers = plan_jobs(args.words, args.per_word, args.seed, tuple(args.languages), variants, kinds,
