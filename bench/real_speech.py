@@ -61,10 +61,7 @@ def collect(dirs: list[Path]) -> dict[str, list[Path]]:
 
 def load(predictor: Predictor, path: Path) -> torch.Tensor:
     """The image tensor predict makes of a clip; a long one gives its loudest window (as predict --bench)."""
-    try:
-        wave = predictor.clip_wave(path, predictor.default_hop_s())
-    except RuntimeError:  # stdlib wave's fast path trips on some broken chunk sizes; libsndfile names why
-        wave = None
+    wave = predictor.clip_wave(path, predictor.default_hop_s())
     if wave is None:
         wave = load_audio(path, predictor.settings)
     return predictor.audio_tensor(wave)
